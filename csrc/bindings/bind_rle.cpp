@@ -1,0 +1,5 @@
+#include "bindings.hpp"
+
+#include "rle.hpp"
+
+void register_rle(py::module_& m) { (void)m; }

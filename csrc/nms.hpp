@@ -1,0 +1,3 @@
+#pragma once
+// (filled in by the nms kernel work)
+namespace samrt {}

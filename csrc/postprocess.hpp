@@ -1,0 +1,3 @@
+#pragma once
+// (filled in by the postprocess kernel work)
+namespace samrt {}

@@ -1,0 +1,3 @@
+#pragma once
+// (filled in by the regions kernel work)
+namespace samrt {}

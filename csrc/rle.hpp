@@ -1,0 +1,3 @@
+#pragma once
+// (filled in by the rle kernel work)
+namespace samrt {}

@@ -1,0 +1,1 @@
+"""Export of SAM checkpoints to samrt engine directories. The only package that imports torch."""

@@ -1,0 +1,7 @@
+"""samrt: a C++-accelerated inference engine for Meta's Segment Anything Model."""
+
+from __future__ import annotations
+
+from ._core import __version__
+
+__all__ = ["__version__"]

@@ -1,0 +1,6 @@
+"""Type stubs for samrt's compiled kernels (csrc/bindings)."""
+
+__version__: str
+
+def set_num_threads(n: int) -> None: ...
+def get_num_threads() -> int: ...
