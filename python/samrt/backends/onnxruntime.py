@@ -1,0 +1,126 @@
+"""ONNX Runtime backend: the CPU execution provider, or CUDA / TensorRT providers on a GPU.
+
+On a GPU the embedding stays on the device (I/O binding): only the prompts go up and only
+IoU scores and 256x256 logits come back.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import contract
+from ..errors import BackendUnavailableError
+from .base import Backend, Embedding, FloatArray
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+GPU_PROVIDERS = (TENSORRT, CUDA)
+
+
+def _import_ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as e:  # pragma: no cover - onnxruntime is a runtime dependency
+        raise BackendUnavailableError(
+            f"onnxruntime cannot be imported ({e}); install it with `pip install onnxruntime` "
+            "(or onnxruntime-gpu for CUDA)"
+        ) from None
+    return onnxruntime
+
+
+def available_providers() -> list[str]:
+    return list(_import_ort().get_available_providers())
+
+
+class OnnxRuntimeBackend(Backend):
+    """Encoder and decoder as two ONNX Runtime sessions sharing one provider list."""
+
+    def __init__(
+        self,
+        encoder_path: str | os.PathLike[str],
+        decoder_path: str | os.PathLike[str],
+        providers: Sequence[str],
+        *,
+        intra_op_num_threads: int | None = None,
+    ) -> None:
+        ort = _import_ort()
+        missing = [p for p in providers if p not in ort.get_available_providers()]
+        if missing:
+            raise BackendUnavailableError(
+                f"ONNX Runtime provider(s) {', '.join(missing)} not available in this onnxruntime "
+                f"(available: {', '.join(ort.get_available_providers())}); for CUDA install "
+                "onnxruntime-gpu built for your CUDA version"
+            )
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if intra_op_num_threads is not None:
+            options.intra_op_num_threads = intra_op_num_threads
+        self._providers = list(providers)
+        self._encoder = ort.InferenceSession(str(Path(encoder_path)), options, providers=self._providers)
+        self._decoder = ort.InferenceSession(str(Path(decoder_path)), options, providers=self._providers)
+        # ORT may silently drop a provider it cannot initialise; say so instead.
+        active = self._encoder.get_providers()
+        if active[0] != self._providers[0]:
+            raise BackendUnavailableError(
+                f"ONNX Runtime could not start {self._providers[0]} (it fell back to {active[0]}); "
+                "check the CUDA/cuDNN installation or choose backend='onnxruntime-cpu'"
+            )
+        self._on_gpu = self._providers[0] in GPU_PROVIDERS
+        self.name = f"onnxruntime ({self._providers[0]})"
+        self._ort = ort
+
+    def encode(self, images: FloatArray) -> Embedding:
+        if not self._on_gpu:
+            (embedding,) = self._encoder.run([contract.ENCODER_OUTPUT], {contract.ENCODER_INPUT: images})
+            return embedding
+        binding = self._encoder.io_binding()
+        binding.bind_cpu_input(contract.ENCODER_INPUT, images)
+        binding.bind_output(contract.ENCODER_OUTPUT, "cuda")
+        self._encoder.run_with_iobinding(binding)
+        return binding.get_outputs()[0]
+
+    def decode(
+        self,
+        embedding: Embedding,
+        point_coords: FloatArray,
+        point_labels: FloatArray,
+        mask_input: FloatArray,
+        has_mask_input: FloatArray,
+    ) -> tuple[FloatArray, FloatArray]:
+        names = contract.DECODER_INPUTS
+        host_inputs = dict(zip(names[1:], (point_coords, point_labels, mask_input, has_mask_input)))
+        if not self._on_gpu:
+            iou, low_res = self._decoder.run(list(contract.DECODER_OUTPUTS), {names[0]: embedding, **host_inputs})
+            return iou, low_res
+        binding = self._decoder.io_binding()
+        binding.bind_ortvalue_input(names[0], embedding)
+        for name, value in host_inputs.items():
+            binding.bind_cpu_input(name, value)
+        for name in contract.DECODER_OUTPUTS:
+            binding.bind_output(name, "cpu")
+        self._decoder.run_with_iobinding(binding)
+        iou, low_res = binding.copy_outputs_to_cpu()
+        return iou, low_res
+
+    def embedding_to_numpy(self, embedding: Embedding) -> FloatArray:
+        if self._on_gpu:
+            return np.asarray(embedding.numpy(), dtype=np.float32)
+        return np.asarray(embedding, dtype=np.float32)
+
+    def embedding_from_numpy(self, array: FloatArray) -> Embedding:
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        if self._on_gpu:
+            return self._ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0)
+        return array
+
+    def select_embedding(self, embedding: Embedding, index: int) -> Embedding:
+        if self._on_gpu:
+            # OrtValues cannot be sliced on the device; a batch is re-uploaded per image.
+            return self.embedding_from_numpy(embedding.numpy()[index : index + 1])
+        return embedding[index : index + 1]
