@@ -7,6 +7,7 @@ backend with ONNX Runtime on the CPU; they run only where TensorRT and a GPU are
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import importlib.util
 import logging
@@ -34,9 +35,9 @@ from samrt.backends.tensorrt import (
     engine_file_name,
     engine_records,
     find_engine,
+    profiles_for,
     read_verified_engine,
     timing_cache_file_name,
-    unavailable_reason,
     with_engine_records,
 )
 from samrt.errors import BackendUnavailableError, EngineDirError
@@ -186,7 +187,13 @@ def engine_dir(graphs_dir: Path, tmp_path: Path) -> Path:
 
 
 def _fake_engine(
-    root: Path, manifest: Manifest, role: str, gpu: GpuInfo, payload: bytes, version: str = TRT
+    root: Path,
+    manifest: Manifest,
+    role: str,
+    gpu: GpuInfo,
+    payload: bytes,
+    version: str = TRT,
+    limits: ProfileLimits | None = None,
 ) -> EngineRecord:
     """Writes fake engine bytes and returns the record `samrt build` would have written."""
     name = engine_file_name(role, "fp32", gpu, version)
@@ -203,7 +210,7 @@ def _fake_engine(
         gpu=gpu.name,
         compute_capability=gpu.compute_capability,
         tensorrt_version=version,
-        profiles=encoder_profile() if role == "encoder" else decoder_profile(),
+        profiles=profiles_for(role, limits or ProfileLimits()),
         workspace_bytes=1 << 30,
         build_seconds=12.5,
         built_at="2026-01-01T00:00:00+00:00",
@@ -473,12 +480,24 @@ class _FakeTensorRT(types.ModuleType):
             def __init__(self, logger: Any) -> None:
                 self.logger = logger
 
-            def deserialize_cuda_engine(self, data: bytes) -> None:
-                # Records the bytes and, as TensorRT does for bytes it cannot load, returns None.
+            def deserialize_cuda_engine(self, data: bytes) -> Any:
+                # Records the bytes; like TensorRT, returns None for bytes it cannot load.
                 fake.deserialized.append(bytes(data))
+                role = bytes(data).removeprefix(_EMULATED).decode()
+                if fake.device is None or not bytes(data).startswith(_EMULATED):
+                    return None
+                engine = _EmulatedEngine(role, fake.device)
+                fake.engines.append(engine)
+                return engine
+
+        class TensorIOMode:
+            INPUT, OUTPUT = "INPUT", "OUTPUT"
 
         self.ILogger = ILogger
         self.Runtime = Runtime
+        self.TensorIOMode = TensorIOMode
+        self.device: _EmulatedCuda | None = None
+        self.engines: list[_EmulatedEngine] = []
 
 
 @pytest.fixture
@@ -675,6 +694,313 @@ def test_auto_skips_tampered_engines(
     assert fake_machine.deserialized == []
 
 
+# -- the backend's data flow on an emulated GPU, against ONNX Runtime ------------------------------
+#
+# No GPU here, so cuda-python and TensorRT are replaced by an emulation: device memory is a
+# set of host byte arrays addressed by fake pointers, and the "engines" compute the tiny
+# graphs' function in numpy on whatever the backend bound. This checks what the backend
+# does with its buffers: chunking, offsets into the embedding, binding, copies back,
+# lanes shared between threads, and that every allocation is freed.
+
+_EMULATED = b"emulated-engine:"
+
+
+class _EmulatedCuda:
+    """cuda.bindings.runtime as the backend uses it: (error, value) tuples, fake pointers."""
+
+    class cudaError_t:  # the names cuda-python uses
+        cudaSuccess = 0
+        cudaErrorInvalidValue = 1
+
+    class cudaMemcpyKind:
+        cudaMemcpyHostToDevice = 1
+        cudaMemcpyDeviceToHost = 2
+
+    cudaStreamNonBlocking = 1
+
+    def __init__(self) -> None:
+        self.allocations: dict[int, bytearray] = {}
+        self.streams: set[int] = set()
+        self._next = 1 << 20
+        self._lock = threading.Lock()
+
+    def cudaMalloc(self, nbytes: int) -> tuple[int, int]:
+        with self._lock:
+            ptr = self._next
+            self._next += (nbytes + 511) // 256 * 256
+            self.allocations[ptr] = bytearray(nbytes)
+        return (0, ptr)
+
+    def cudaFree(self, ptr: int) -> tuple[int]:
+        with self._lock:
+            return (0,) if self.allocations.pop(ptr, None) is not None else (1,)
+
+    def memory(self, ptr: int, nbytes: int) -> memoryview:
+        with self._lock:
+            for base, buffer in self.allocations.items():
+                if base <= ptr and ptr + nbytes <= base + len(buffer):
+                    return memoryview(buffer)[ptr - base : ptr - base + nbytes]
+        raise AssertionError(f"{nbytes} bytes at {ptr:#x} are not inside one allocation")
+
+    def cudaMemcpy(self, dst: int, src: int, nbytes: int, kind: int) -> tuple[int]:
+        if kind == self.cudaMemcpyKind.cudaMemcpyHostToDevice:
+            self.memory(dst, nbytes)[:] = ctypes.string_at(src, nbytes)
+        else:
+            ctypes.memmove(dst, bytes(self.memory(src, nbytes)), nbytes)
+        return (0,)
+
+    def cudaMemcpyAsync(
+        self, dst: int, src: int, nbytes: int, kind: int, stream: int
+    ) -> tuple[int]:
+        assert stream in self.streams, "copy on a stream that does not exist"
+        return self.cudaMemcpy(dst, src, nbytes, kind)
+
+    def cudaStreamCreateWithFlags(self, flags: int) -> tuple[int, int]:
+        assert flags == self.cudaStreamNonBlocking
+        with self._lock:
+            stream = len(self.streams) + 1000 + sum(self.streams)
+            self.streams.add(stream)
+        return (0, stream)
+
+    def cudaStreamSynchronize(self, stream: int) -> tuple[int]:
+        return (0,) if stream in self.streams else (1,)
+
+    def cudaStreamDestroy(self, stream: int) -> tuple[int]:
+        with self._lock:
+            self.streams.remove(stream)
+        return (0,)
+
+    def cudaSetDevice(self, device: int) -> tuple[int]:
+        return (0,)
+
+    def cudaGetErrorName(self, error: int) -> tuple[int, bytes]:
+        return (0, b"cudaErrorInvalidValue")
+
+    def cudaGetErrorString(self, error: int) -> tuple[int, bytes]:
+        return (0, b"invalid argument")
+
+
+class _Float32:
+    name = "FLOAT"
+
+
+def _tiny_weights() -> tuple[np.ndarray, np.ndarray]:
+    """The encoder weights _write_graphs uses (same seed, same draws)."""
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((contract.EMBEDDING_DIM, 3, 1, 1)).astype(np.float32)
+    return weight[:, :, 0, 0], rng.standard_normal(contract.EMBEDDING_DIM).astype(np.float32)
+
+
+class _EmulatedEngine:
+    """The tiny graphs as a TensorRT engine would present them."""
+
+    def __init__(self, role: str, device: _EmulatedCuda) -> None:
+        self.role = role
+        self.device = device
+        if role == "encoder":
+            self.inputs: tuple[str, ...] = (contract.ENCODER_INPUT,)
+            self.outputs: tuple[str, ...] = (contract.ENCODER_OUTPUT,)
+        else:
+            self.inputs, self.outputs = contract.DECODER_INPUTS, contract.DECODER_OUTPUTS
+        self.contexts_created = 0
+
+    @property
+    def num_io_tensors(self) -> int:
+        return len(self.inputs) + len(self.outputs)
+
+    def get_tensor_name(self, index: int) -> str:
+        return (*self.inputs, *self.outputs)[index]
+
+    def get_tensor_mode(self, name: str) -> str:
+        return "INPUT" if name in self.inputs else "OUTPUT"
+
+    def get_tensor_dtype(self, name: str) -> _Float32:
+        return _Float32()
+
+    def create_execution_context(self) -> _EmulatedContext:
+        self.contexts_created += 1
+        return _EmulatedContext(self)
+
+
+class _EmulatedContext:
+    def __init__(self, engine: _EmulatedEngine) -> None:
+        self.engine = engine
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.addresses: dict[str, int] = {}
+        self.busy = threading.Lock()
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        assert name in self.engine.inputs
+        self.shapes[name] = tuple(int(d) for d in shape)
+        return True
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        if name in self.engine.inputs:
+            return self.shapes[name]
+        low = contract.LOW_RES_SIZE
+        if name == contract.ENCODER_OUTPUT:
+            batch = self.shapes[contract.ENCODER_INPUT][0]
+            return (batch, contract.EMBEDDING_DIM, contract.EMBEDDING_SIZE, contract.EMBEDDING_SIZE)
+        prompts = self.shapes[contract.DECODER_INPUTS[1]][0]
+        return (prompts, 4) if name == contract.DECODER_OUTPUTS[0] else (prompts, 4, low, low)
+
+    def set_tensor_address(self, name: str, ptr: int) -> bool:
+        self.addresses[name] = ptr
+        return True
+
+    def _tensor(self, name: str) -> np.ndarray:
+        shape = self.get_tensor_shape(name)
+        nbytes = int(np.prod(shape)) * 4
+        return np.frombuffer(
+            self.engine.device.memory(self.addresses[name], nbytes), np.float32
+        ).reshape(shape)
+
+    def execute_async_v3(self, stream: int) -> bool:
+        assert stream in self.engine.device.streams
+        # An execution context runs one inference at a time: two at once is the bug lanes prevent.
+        assert self.busy.acquire(blocking=False), "one execution context used by two calls at once"
+        try:
+            if self.engine.role == "encoder":
+                image = self._tensor(contract.ENCODER_INPUT)
+                b, c, h, w = image.shape
+                pooled = image.reshape(b, c, h // 16, 16, w // 16, 16).mean(axis=(3, 5))
+                weight, bias = _tiny_weights()
+                self._tensor(contract.ENCODER_OUTPUT)[...] = (
+                    np.einsum("oc,bchw->bohw", weight, pooled) + bias[None, :, None, None]
+                )
+            else:
+                emb, coords, labels, masks, has_mask = (
+                    self._tensor(n) for n in contract.DECODER_INPUTS
+                )
+                score = coords.sum(axis=(1, 2)) + labels.sum(axis=1) + emb.mean()
+                iou = score[:, None] * np.array([0.5, 1.0, 1.5, 2.0], np.float32)
+                self._tensor(contract.DECODER_OUTPUTS[0])[...] = iou
+                self._tensor(contract.DECODER_OUTPUTS[1])[...] = (
+                    masks * has_mask[:, None, None, None] + iou[:, :, None, None]
+                )
+        finally:
+            self.busy.release()
+        return True
+
+
+SMALL = ProfileLimits(max_batch=2, max_prompts=32, opt_prompts=8, max_points=4)
+
+
+@pytest.fixture
+def emulated(
+    engine_dir: Path, fake_machine: _FakeTensorRT, monkeypatch: pytest.MonkeyPatch
+) -> _EmulatedCuda:
+    device = _EmulatedCuda()
+    fake_machine.device = device
+    monkeypatch.setattr(trt_backend, "require_cuda", lambda: device)
+    manifest = load_manifest(engine_dir)
+    records = {}
+    for role in ("encoder", "decoder"):
+        record = _fake_engine(
+            engine_dir, manifest, role, H100, _EMULATED + role.encode(), limits=SMALL
+        )
+        records[record.file] = record
+    write_manifest(engine_dir, with_engine_records(manifest, records))
+    return device
+
+
+def test_emulated_backend_matches_onnxruntime(engine_dir: Path, emulated: _EmulatedCuda) -> None:
+    manifest = load_manifest(engine_dir)
+    reference = create_backend(engine_dir, manifest, "onnxruntime-cpu")
+    ours = create_backend(engine_dir, manifest, "tensorrt")
+    assert isinstance(ours, trt_backend.TensorRTBackend)
+    assert ours.name.startswith("tensorrt 10.13.0.35 (NVIDIA H100 80GB HBM3, sm90")
+    assert (ours.max_batch, ours.max_prompts, ours.max_points) == (2, 32, 4)
+
+    images = np.random.default_rng(1).standard_normal((3, 3, 1024, 1024)).astype(np.float32)
+    expected = reference.encode(images)
+    embedding = ours.encode(images)  # 3 images, engine batch <= 2: two chunks into one buffer
+    assert isinstance(embedding, trt_backend.DeviceEmbedding) and embedding.shape == (
+        3,
+        256,
+        64,
+        64,
+    )
+    np.testing.assert_allclose(ours.embedding_to_numpy(embedding), expected, rtol=1e-5, atol=1e-5)
+    for index in range(3):
+        image = ours.select_embedding(embedding, index)
+        np.testing.assert_allclose(
+            ours.embedding_to_numpy(image), expected[index : index + 1], rtol=1e-5, atol=1e-5
+        )
+        for n_prompts, n_points in ((1, 2), (70, 3)):  # 70 prompts, engine <= 32: three chunks
+            prompts = _prompts(n_prompts, n_points, seed=index)
+            iou, low = ours.decode(image, *prompts)
+            ref_iou, ref_low = reference.decode(expected[index : index + 1], *prompts)
+            assert iou.dtype == low.dtype == np.float32
+            np.testing.assert_allclose(iou, ref_iou, rtol=1e-5, atol=1e-2)
+            np.testing.assert_allclose(low, ref_low, rtol=1e-5, atol=1e-2)
+
+    restored = ours.embedding_from_numpy(expected[2:3])
+    np.testing.assert_array_equal(ours.embedding_to_numpy(restored), expected[2:3])
+    with pytest.raises(ValueError, match="at most 4.*max-points"):
+        ours.decode(restored, *_prompts(1, 5, seed=0))
+    with pytest.raises(ValueError, match="one image's embedding"):
+        ours.decode(embedding, *_prompts(1, 2, seed=0))
+    with pytest.raises(TypeError, match="DeviceEmbedding"):
+        ours.decode(expected[:1], *_prompts(1, 2, seed=0))
+    with pytest.raises(IndexError):
+        ours.select_embedding(embedding, 3)
+
+
+def test_emulated_backend_frees_everything(engine_dir: Path, emulated: _EmulatedCuda) -> None:
+    manifest = load_manifest(engine_dir)
+    with trt_backend.TensorRTBackend(engine_dir, manifest) as ours:
+        embedding = ours.encode(np.zeros((2, 3, 1024, 1024), np.float32))
+        view = ours.select_embedding(embedding, 1)
+        ours.decode(view, *_prompts(4, 2, seed=0))
+        lane_memory = len(emulated.allocations) - 1
+        assert lane_memory > 0 and emulated.streams
+    # Closed: lanes (streams, buffers) are gone; the embedding keeps its own memory.
+    assert not emulated.streams
+    assert list(emulated.allocations) == [embedding.buffer.ptr]
+    with pytest.raises(trt_backend.BackendClosedError):
+        ours.decode(view, *_prompts(1, 2, seed=0))
+    del embedding
+    assert len(emulated.allocations) == 1  # the view still holds the batch
+    del view
+    assert emulated.allocations == {}
+    ours.close()  # idempotent
+
+
+def test_emulated_backend_lanes_under_threads(
+    engine_dir: Path, emulated: _EmulatedCuda, fake_machine: _FakeTensorRT
+) -> None:
+    manifest = load_manifest(engine_dir)
+    with trt_backend.TensorRTBackend(engine_dir, manifest, max_contexts=2) as ours:
+        embedding = ours.encode(
+            np.random.default_rng(3).standard_normal((1, 3, 1024, 1024)).astype(np.float32)
+        )
+        prompts = [_prompts(8, 2, seed=s) for s in range(12)]
+        expected = [ours.decode(embedding, *p) for p in prompts]
+        results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        errors: list[Exception] = []
+
+        def work(index: int) -> None:
+            try:
+                results[index] = ours.decode(embedding, *prompts[index])
+            except Exception as e:  # reported below, on the test's thread
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(prompts))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        for index, (iou, low) in enumerate(expected):
+            np.testing.assert_array_equal(results[index][0], iou)
+            np.testing.assert_array_equal(results[index][1], low)
+        # At most max_contexts lanes, each with one context per engine and one stream.
+        (decoder,) = (e for e in fake_machine.engines if e.role == "decoder")
+        assert 1 <= decoder.contexts_created <= 2
+        assert len(emulated.streams) == decoder.contexts_created
+
+
 # -- the CI helper that makes tensorrt-stubs usable by mypy ------------------------------------------
 
 
@@ -818,12 +1144,12 @@ def test_gpu_concurrent_calls_agree(built_dir: Path) -> None:
         prompts = [_prompts(8, 2, seed=s) for s in range(6)]
         expected = [ours.decode(embedding, *p) for p in prompts]
         results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        errors: list[BaseException] = []
+        errors: list[Exception] = []
 
         def work(index: int) -> None:
             try:
                 results[index] = ours.decode(embedding, *prompts[index])
-            except BaseException as e:  # reported below, on the test's thread
+            except Exception as e:  # reported below, on the test's thread
                 errors.append(e)
 
         threads = [threading.Thread(target=work, args=(i,)) for i in range(len(prompts))]
