@@ -1114,7 +1114,7 @@ def test_gpu_parity_with_onnxruntime(built_dir: Path) -> None:
         expected_embedding = reference.encode(images)  # 3 > max_batch 2: chunked
         embedding = ours.encode(images)
         np.testing.assert_allclose(
-            ours.embedding_to_numpy(embedding), expected_embedding, rtol=1e-3, atol=1e-3
+            ours.embedding_to_numpy(embedding), expected_embedding, rtol=1e-3, atol=5e-3
         )
         for index in range(3):
             image = ours.select_embedding(embedding, index)
@@ -1123,8 +1123,8 @@ def test_gpu_parity_with_onnxruntime(built_dir: Path) -> None:
                 iou, low = ours.decode(image, *prompts)
                 ref_iou, ref_low = reference.decode(expected_embedding[index : index + 1], *prompts)
                 assert iou.dtype == low.dtype == np.float32
-                np.testing.assert_allclose(iou, ref_iou, rtol=1e-3, atol=1e-3)
-                np.testing.assert_allclose(low, ref_low, rtol=1e-3, atol=1e-3)
+                np.testing.assert_allclose(iou, ref_iou, rtol=1e-3, atol=5e-3)
+                np.testing.assert_allclose(low, ref_low, rtol=1e-3, atol=5e-3)
         restored = ours.embedding_from_numpy(expected_embedding[1:2])
         np.testing.assert_allclose(
             ours.embedding_to_numpy(restored), expected_embedding[1:2], rtol=1e-6
