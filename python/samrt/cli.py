@@ -31,6 +31,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["export"]:
         return _export(args_list[1:])
+    if args_list[:1] == ["build"]:
+        from .trt_build import main as build_main
+
+        return build_main(args_list[1:])
     parser = _parser()
     args = parser.parse_args(args_list)
     try:
@@ -47,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("export", help="export a SAM checkpoint to an engine directory (needs samrt[export])")
+    sub.add_parser("build", help="compile an engine directory's ONNX graphs to TensorRT engines (needs tensorrt)")
 
     seg = sub.add_parser("segment", help="segment images or folders of images")
     seg.add_argument("inputs", nargs="+", type=Path, help="image files or folders")
