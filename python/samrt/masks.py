@@ -42,7 +42,10 @@ def batched_nms(
     up to 1000 boxes, torchvision shifts each category's boxes apart by
     ``category * (max coordinate + 1)`` in the box dtype and runs one NMS (ties ranked by
     ascending index); above 1000 it runs one NMS per category and re-sorts the kept boxes
-    with torch's unstable sort, whose tie order (std::sort's) is reproduced here.
+    with torch's unstable sort, whose tie order (std::sort's, which torch's CPU sort uses
+    on this kind of build; x86-simd-sort builds of torch may order ties differently) is
+    reproduced here. That last sort only orders the output: which boxes survive never
+    depends on it.
 
     Args:
         boxes: ``[N, 4]`` boxes ``(x0, y0, x1, y1)``. float32 and float64 are computed in
