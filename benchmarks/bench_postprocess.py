@@ -73,8 +73,8 @@ def official_postprocess(low_res: Any) -> Any:
     """The official Sam.postprocess_masks on torch [M, 1, 256, 256] logits -> [M, H, W]."""
     from segment_anything.modeling.sam import Sam
 
-    sam = types.SimpleNamespace(image_encoder=types.SimpleNamespace(img_size=1024))
-    return Sam.postprocess_masks(sam, low_res, INPUT_SIZE, ORIGINAL_SIZE)[:, 0]  # type: ignore[arg-type]
+    sam: Any = types.SimpleNamespace(image_encoder=types.SimpleNamespace(img_size=1024))
+    return Sam.postprocess_masks(sam, low_res, INPUT_SIZE, ORIGINAL_SIZE)[:, 0]
 
 
 def official_amg(low_res_np: np.ndarray) -> dict[str, Any]:
@@ -115,7 +115,7 @@ def ours_predictor(low_res_np: np.ndarray) -> np.ndarray:
 def official_predictor(low_res_np: np.ndarray) -> np.ndarray:
     import torch
 
-    return (official_postprocess(torch.from_numpy(low_res_np)[:, None]) > 0.0).numpy()
+    return np.asarray((official_postprocess(torch.from_numpy(low_res_np)[:, None]) > 0.0).numpy())
 
 
 def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
@@ -211,14 +211,22 @@ def check_amg(ours: Any, ref: dict[str, Any]) -> bool:
         f"max |stability diff| {float(stab.max()) if stab.size else 0.0:.2e}"
     )
     ok = min(ious) >= 0.999 and box_diff <= 1 and (stab.size == 0 or float(stab.max()) <= 1e-3)
-    print(f"  agreement {'OK' if ok else 'FAILED'} (IoU >= 0.999, boxes within 1 px, stability within 1e-3)")
+    print(
+        f"  agreement {'OK' if ok else 'FAILED'} (IoU >= 0.999, boxes within 1 px, stability within 1e-3)"
+    )
     return ok
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=5, help="timed calls of samrt per path (median)")
-    parser.add_argument("--skip-reference-amg", action="store_true", help="skip the slow official AMG path")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="timed calls of samrt per path (median)"
+    )
+    parser.add_argument(
+        "--skip-reference-amg", action="store_true", help="skip the slow official AMG path"
+    )
     parser.add_argument("--measure-memory", choices=("amg", "predictor"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure_memory:
@@ -226,7 +234,6 @@ def main() -> int:
         return 0
 
     import torch
-
     from samrt import _core
 
     print(
@@ -242,7 +249,9 @@ def main() -> int:
     ref_s, ref_masks = timed(lambda: official_predictor(low_res), 3)
     mismatched = int((ours_masks != ref_masks).sum())
     print(f"\nPredictor: {PREDICTOR_MASKS} masks, upsample_masks vs postprocess_masks + threshold")
-    print(f"  samrt {ours_s * 1e3:8.2f} ms   official {ref_s * 1e3:8.2f} ms   speed-up {ref_s / ours_s:6.1f}x")
+    print(
+        f"  samrt {ours_s * 1e3:8.2f} ms   official {ref_s * 1e3:8.2f} ms   speed-up {ref_s / ours_s:6.1f}x"
+    )
     print(f"  agreement: {mismatched} of {ours_masks.size} pixels differ")
     mem = memory_in_subprocess("predictor")
     if mem:
@@ -260,7 +269,10 @@ def main() -> int:
     print(f"  samrt {ours_s * 1e3:8.1f} ms  ({ours_s / AMG_MASKS * 1e3:.2f} ms/mask)")
     mem = memory_in_subprocess("amg")
     if mem:
-        mem_ok = mem["rss_peak_growth_mb"] < MEMORY_TARGET_MB and mem["tracemalloc_peak_mb"] < MEMORY_TARGET_MB
+        mem_ok = (
+            mem["rss_peak_growth_mb"] < MEMORY_TARGET_MB
+            and mem["tracemalloc_peak_mb"] < MEMORY_TARGET_MB
+        )
         print(
             f"  samrt peak extra memory: RSS +{mem['rss_peak_growth_mb']:.1f} MB, "
             f"tracemalloc {mem['tracemalloc_peak_mb']:.1f} MB "

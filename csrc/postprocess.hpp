@@ -16,7 +16,8 @@
 // logits' magnitude): a pixel whose interpolated logit is within rounding of a threshold
 // may fall on either side of it. NaN logits spread to every output pixel whose
 // interpolation window contains them (including zero-weight window entries), and a NaN
-// output is above no threshold, as `NaN > t` is false in torch.
+// output is above no threshold, as `NaN > t` is false in torch. Thresholded results treat
+// infinite logits as very large values (torch can get NaN from 0 * inf there).
 //
 // Work is spread over samrt::parallel_for. All functions validate their arguments and
 // throw std::invalid_argument naming the problem.

@@ -14,7 +14,10 @@ either side of it (in practice a handful of pixels per million, if any).
 
 Non-finite logits: ``NaN > t`` is false (as in torch), so a NaN logit makes every output
 pixel whose interpolation window reads it NaN, i.e. background for every threshold and
-counted in neither stability count.
+counted in neither stability count (the window may reach one low-res pixel further than
+torch's). Infinite logits act as very large values in the thresholded results, where torch
+can instead produce NaN (a zero interpolation weight times infinity); SAM's decoder
+produces neither.
 """
 
 from __future__ import annotations
