@@ -20,10 +20,11 @@ std::uint64_t load_word(const std::uint8_t* bytes) {
   return word;
 }
 
-bool has_zero_byte(std::uint64_t word) {
+// Nonzero where some byte of the word is zero (exact as a whole-word test).
+std::uint64_t zero_byte_bits(std::uint64_t word) {
   constexpr std::uint64_t kLow = 0x0101010101010101ull;
   constexpr std::uint64_t kHigh = 0x8080808080808080ull;
-  return ((word - kLow) & ~word & kHigh) != 0;
+  return (word - kLow) & ~word & kHigh;
 }
 
 bool differ(std::uint8_t a, std::uint8_t b) { return (a != 0) != (b != 0); }
@@ -54,11 +55,19 @@ void for_each_change(const std::uint8_t* above, const std::uint8_t* below, std::
   }
 }
 
-// First index in [pos, end) whose boolean value is not `value`, else end.
+// First index in [pos, end) whose boolean value is not `value`, else end. Runs of blob
+// masks span many words: whole blocks of 32 bytes are skipped first.
 std::uint64_t skip_run(const std::uint8_t* mask, std::uint64_t pos, std::uint64_t end, bool value) {
+  for (; pos + 32 <= end; pos += 32) {
+    const std::uint64_t a = load_word(mask + pos), b = load_word(mask + pos + 8),
+                        c = load_word(mask + pos + 16), d = load_word(mask + pos + 24);
+    const bool uniform = value ? (zero_byte_bits(a) | zero_byte_bits(b) | zero_byte_bits(c) | zero_byte_bits(d)) == 0
+                               : (a | b | c | d) == 0;
+    if (!uniform) break;
+  }
   for (; pos + 8 <= end; pos += 8) {
     const std::uint64_t word = load_word(mask + pos);
-    const bool uniform = value ? !has_zero_byte(word) : word == 0;
+    const bool uniform = value ? zero_byte_bits(word) == 0 : word == 0;
     if (!uniform) break;
   }
   while (pos < end && (mask[pos] != 0) == value) ++pos;
@@ -131,6 +140,13 @@ class ForegroundRuns {
   std::size_t index_ = 0;
   std::uint64_t pos_ = 0;
 };
+
+// IoU from the overlap of a and b and their areas; over a's area alone for a crowd b.
+double overlap_ratio(std::uint64_t overlap, std::uint64_t area_a, std::uint64_t area_b, bool crowd) {
+  if (overlap == 0) return 0.0;
+  const std::uint64_t denominator = crowd ? area_a : area_a + area_b - overlap;
+  return static_cast<double>(overlap) / static_cast<double>(denominator);
+}
 
 // Runs fn(i) for i in [0, n) on the pool; an invalid_argument gets "[i]: " in front so
 // the caller can tell which item was bad.
@@ -248,6 +264,7 @@ std::string rle_compress(const std::uint32_t* counts, std::size_t n_counts) {
 
 RleCounts rle_decompress(const char* chars, std::size_t n_chars) {
   RleCounts counts;
+  counts.reserve(n_chars);  // at least one character per count
   std::size_t pos = 0;
   while (pos < n_chars) {
     const std::size_t group_start = pos;
@@ -293,6 +310,7 @@ RleCounts rle_decompress(const char* chars, std::size_t n_chars) {
   }
   return counts;
 }
+
 
 void rle_decode(const std::uint32_t* counts, std::size_t n_counts, std::size_t h, std::size_t w,
                 std::uint8_t* mask) {
@@ -374,6 +392,18 @@ std::uint64_t rle_intersection(const std::uint32_t* a, std::size_t n_a, const st
   return overlap;
 }
 
+double rle_iou(const std::uint32_t* a, std::size_t n_a, const std::uint32_t* b, std::size_t n_b, bool crowd) {
+  std::uint64_t sum_a = 0, sum_b = 0;
+  for (std::size_t i = 0; i < n_a; ++i) sum_a += a[i];
+  for (std::size_t i = 0; i < n_b; ++i) sum_b += b[i];
+  if (sum_a != sum_b) {
+    throw std::invalid_argument("RLEs cover " + std::to_string(sum_a) + " and " + std::to_string(sum_b) +
+                                " pixels: IoU needs masks of one size");
+  }
+  const std::uint64_t overlap = rle_intersection(a, n_a, b, n_b);
+  return overlap_ratio(overlap, overlap == 0 ? 0 : rle_area(a, n_a), overlap == 0 ? 0 : rle_area(b, n_b), crowd);
+}
+
 void rle_encode_compressed_batch(const std::uint8_t* masks, std::size_t n, std::size_t h,
                                  std::size_t w, bool column_major, std::string* out) {
   rle_check_size(h, w);
@@ -385,10 +415,10 @@ void rle_encode_compressed_batch(const std::uint8_t* masks, std::size_t n, std::
   });
 }
 
-void rle_decompress_batch(const std::string* const* strings, const RleSize* sizes, std::size_t n,
+void rle_decompress_batch(const std::string_view* strings, const RleSize* sizes, std::size_t n,
                           RleCounts* out) {
   for_each_item(n, [&](std::size_t i) {
-    if (strings[i] != nullptr) out[i] = rle_decompress(strings[i]->data(), strings[i]->size());
+    if (strings[i].data() != nullptr) out[i] = rle_decompress(strings[i].data(), strings[i].size());
     rle_check_counts(out[i].data(), out[i].size(), sizes[i].h, sizes[i].w);
   });
 }
@@ -461,13 +491,7 @@ void rle_iou_matrix(const RleCounts* dt, std::size_t n_dt, const RleCounts* gt, 
       if (boxes_overlap(dt_box[d], gt_box[g])) {
         overlap = rle_intersection(dt[d].data(), dt[d].size(), gt[g].data(), gt[g].size());
       }
-      if (overlap == 0) {
-        iou[pair] = 0.0;
-        continue;
-      }
-      const std::uint64_t denominator =
-          iscrowd[g] != 0 ? dt_area[d] : dt_area[d] + gt_area[g] - overlap;
-      iou[pair] = static_cast<double>(overlap) / static_cast<double>(denominator);
+      iou[pair] = overlap_ratio(overlap, dt_area[d], gt_area[g], iscrowd[g] != 0);
     }
   });
 }

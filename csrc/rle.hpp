@@ -19,6 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace samrt {
@@ -72,16 +73,20 @@ void rle_bbox(const std::uint32_t* counts, std::size_t n_counts, std::size_t h, 
 std::uint64_t rle_intersection(const std::uint32_t* a, std::size_t n_a, const std::uint32_t* b,
                                std::size_t n_b);
 
+// Intersection over union of two RLEs of the same size; with crowd, intersection over
+// the area of `a` (COCO's rule for crowd ground truth b). 0 when they do not meet.
+double rle_iou(const std::uint32_t* a, std::size_t n_a, const std::uint32_t* b, std::size_t n_b, bool crowd);
+
 // ---- Batches, parallel over items with samrt::parallel_for ---------------------------
 
 // masks: n*h*w bytes, n row-major masks (column-major ones if column_major). out: n.
 void rle_encode_compressed_batch(const std::uint8_t* masks, std::size_t n, std::size_t h,
                                  std::size_t w, bool column_major, std::string* out);
 
-// strings, sizes, out: n each. out[i] = rle_decompress(*strings[i]), except where
-// strings[i] is null: there out[i] already holds counts. Then checks every out[i] sums
-// to its size.
-void rle_decompress_batch(const std::string* const* strings, const RleSize* sizes, std::size_t n,
+// strings, sizes, out: n each. out[i] = rle_decompress(strings[i]), except where
+// strings[i].data() is null: there out[i] already holds counts. Then checks every
+// out[i] sums to its size.
+void rle_decompress_batch(const std::string_view* strings, const RleSize* sizes, std::size_t n,
                           RleCounts* out);
 
 // rles, sizes: n each. Checks each sum against its size.

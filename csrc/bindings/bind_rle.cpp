@@ -96,24 +96,37 @@ RleCounts counts_from_integers(py::handle item, const std::string& label) {
 // (integers); every result is checked to sum to its size.
 std::vector<RleCounts> load_rles(const py::list& items, const std::vector<RleSize>& sizes, const std::string& name) {
   const std::size_t n = items.size();
-  if (sizes.size() != n) throw std::invalid_argument(name + ": got " + std::to_string(n) + " RLEs but " + std::to_string(sizes.size()) + " sizes");
+  if (sizes.size() != n) {
+    throw std::invalid_argument(name + ": got " + std::to_string(n) + " RLEs but " + std::to_string(sizes.size()) +
+                                " sizes");
+  }
   std::vector<RleCounts> rles(n);
-  std::vector<std::string> strings(n);
-  std::vector<const std::string*> compressed(n, nullptr);
+  // Compressed counts are read in place: bytes are immutable and a str keeps its UTF-8
+  // form, and `held` keeps both alive. bytearrays can change, so they are copied.
+  std::vector<std::string_view> compressed(n);
+  std::vector<py::object> held(n);
+  std::vector<std::string> copies;
+  copies.reserve(n);
   for (std::size_t i = 0; i < n; ++i) {
     const py::handle item = items[i];
-    if (py::isinstance<py::bytes>(item) || py::isinstance<py::str>(item)) {
-      strings[i] = item.cast<std::string>();
-      compressed[i] = &strings[i];
-    } else if (py::isinstance<py::bytearray>(item)) {
-      strings[i] = std::string(py::reinterpret_borrow<py::bytearray>(item));
-      compressed[i] = &strings[i];
+    if (PyBytes_Check(item.ptr())) {
+      held[i] = py::reinterpret_borrow<py::object>(item);
+      compressed[i] = std::string_view(PyBytes_AS_STRING(item.ptr()), static_cast<std::size_t>(PyBytes_GET_SIZE(item.ptr())));
+    } else if (PyUnicode_Check(item.ptr())) {
+      Py_ssize_t size = 0;
+      const char* utf8 = PyUnicode_AsUTF8AndSize(item.ptr(), &size);
+      if (utf8 == nullptr) throw py::error_already_set();
+      held[i] = py::reinterpret_borrow<py::object>(item);
+      compressed[i] = std::string_view(utf8, static_cast<std::size_t>(size));
+    } else if (PyByteArray_Check(item.ptr())) {
+      copies.emplace_back(py::reinterpret_borrow<py::bytearray>(item));
+      compressed[i] = std::string_view(copies.back());
     } else {
       rles[i] = counts_from_integers(item, name + "[" + std::to_string(i) + "]");
     }
   }
   named(name, [&] {
-    py::gil_scoped_release release;  // the kernel reads and writes only the C++ copies made above
+    py::gil_scoped_release release;  // the kernel reads immutable buffers that `held` keeps alive, and C++ copies
     samrt::rle_decompress_batch(compressed.data(), sizes.data(), n, rles.data());
   });
   return rles;
