@@ -54,6 +54,7 @@ class UncompressedRle(TypedDict):
 
 RleLike = Mapping[str, Any]
 _COMPRESSED_TYPES = (bytes, bytearray, str)
+_MAX_SIDE = 2**32 - 1  # run lengths are uint32
 
 
 class _Rles:
@@ -71,18 +72,31 @@ class _Rles:
                 f"{name} must be an RLE dict or a sequence of them, got {type(rles).__name__}"
             )
         self.counts: list[Any] = []
-        self.sizes = np.zeros((len(items), 2), dtype=np.int64)
+        sizes: list[tuple[int, int]] = []
         for i, rle in enumerate(items):
-            label = self.label(i)
-            if not isinstance(rle, Mapping):
+            if type(rle) is not dict and not isinstance(rle, Mapping):
                 raise TypeError(
-                    f"{label} must be an RLE dict with 'size' and 'counts', got {type(rle).__name__}"
+                    f"{self.label(i)} must be an RLE dict with 'size' and 'counts', "
+                    f"got {type(rle).__name__}"
                 )
-            for key in ("size", "counts"):
-                if key not in rle:
-                    raise ValueError(f"{label} has no {key!r} key")
-            self.sizes[i] = _check_size(rle["size"], label)
-            self.counts.append(rle["counts"])
+            try:
+                size, counts = rle["size"], rle["counts"]
+            except KeyError as e:
+                raise ValueError(f"{self.label(i)} has no {e.args[0]!r} key") from None
+            # The usual [h, w] of plain ints skips the general check (big lists of RLEs).
+            if (
+                type(size) is list
+                and len(size) == 2
+                and type(size[0]) is int
+                and type(size[1]) is int
+                and 0 <= size[0] <= _MAX_SIDE
+                and 0 <= size[1] <= _MAX_SIDE
+            ):
+                sizes.append((size[0], size[1]))
+            else:
+                sizes.append(_check_size(size, self.label(i)))
+            self.counts.append(counts)
+        self.sizes = np.array(sizes, dtype=np.int64).reshape(len(sizes), 2)
 
     def __len__(self) -> int:
         return len(self.counts)
@@ -104,44 +118,53 @@ class _Rles:
 
     def common_size(self, others: _Rles | None = None) -> tuple[int, int] | None:
         """The one size of all RLEs here (and in others), None when there are none."""
-        first: tuple[str, npt.NDArray[np.int64]] | None = None
-        for group in (self, others):
-            if group is None:
-                continue
-            for i, size in enumerate(group.sizes):
-                if first is None:
-                    first = (group.label(i), size)
-                elif not np.array_equal(size, first[1]):
-                    raise ValueError(
-                        f"{group.label(i)} has size {size.tolist()} but {first[0]} has {first[1].tolist()}; "
-                        "masks that are combined must all have one size"
-                    )
-        return None if first is None else (int(first[1][0]), int(first[1][1]))
+        groups = [g for g in (self, others) if g is not None and len(g) > 0]
+        if not groups:
+            return None
+        first = groups[0].sizes[0]
+        for group in groups:
+            differ = np.flatnonzero((group.sizes != first).any(axis=1))
+            if differ.size > 0:
+                i = int(differ[0])
+                raise ValueError(
+                    f"{group.label(i)} has size {group.sizes[i].tolist()} but {groups[0].label(0)} "
+                    f"has {first.tolist()}; masks that are combined must all have one size"
+                )
+        return int(first[0]), int(first[1])
 
-    def renamed(self, error: Exception) -> Exception:
-        """The kernel's error ("rles[0]: ...") with the item index dropped for a single dict."""
-        message = str(error)
-        prefix = f"{self.name}[0]"
-        if self.single and message.startswith(prefix):
-            message = self.name + message[len(prefix) :]
-        return type(error)(message)
+
+def _renamed(error: Exception, *groups: _Rles) -> Exception:
+    """A kernel error as ValueError or TypeError, led by the argument's name (without
+    the item index "[0]" where the argument was a single dict)."""
+    message = str(error)
+    for group in groups:
+        if message.startswith(group.name):
+            indexed = f"{group.name}[0]"
+            if group.single and message.startswith(indexed):
+                message = group.name + message[len(indexed) :]
+            break
+    else:
+        message = f"{groups[0].name}: {message}"
+    return (TypeError if isinstance(error, TypeError) else ValueError)(message)
 
 
 def _check_size(size: Any, label: str) -> tuple[int, int]:
-    values = (
-        list(size)
-        if isinstance(size, (Sequence, np.ndarray)) and not isinstance(size, _COMPRESSED_TYPES)
-        else None
+    is_sequence = isinstance(size, (Sequence, np.ndarray)) and not isinstance(
+        size, _COMPRESSED_TYPES
     )
+    values = list(size) if is_sequence else []
     if (
-        values is None
-        or len(values) != 2
+        len(values) != 2
         or not all(
             isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in values
         )
         or any(v < 0 for v in values)
     ):
         raise ValueError(f"{label}: size must be [H, W], two non-negative integers, got {size!r}")
+    if any(v > _MAX_SIDE for v in values):
+        raise ValueError(
+            f"{label}: size {size!r} has a side over 2**32-1 pixels, which RLE counts cannot hold"
+        )
     return int(values[0]), int(values[1])
 
 
@@ -191,7 +214,7 @@ def decode_rle(rles: RleLike | Sequence[RleLike]) -> npt.NDArray[np.bool_]:
     try:
         masks = _core.rle_decode(parsed.counts, size[0], size[1])
     except (TypeError, ValueError) as e:
-        raise parsed.renamed(e) from None
+        raise _renamed(e, parsed) from None
     return masks[0] if parsed.single else masks
 
 
@@ -206,7 +229,7 @@ def rle_area(rles: RleLike | Sequence[RleLike]) -> int | npt.NDArray[np.int64]:
     try:
         areas = _core.rle_area(parsed.counts, parsed.sizes)
     except (TypeError, ValueError) as e:
-        raise parsed.renamed(e) from None
+        raise _renamed(e, parsed) from None
     return int(areas[0]) if parsed.single else areas
 
 
@@ -217,7 +240,7 @@ def rle_to_bbox(rles: RleLike | Sequence[RleLike]) -> npt.NDArray[np.float64]:
     try:
         boxes = _core.rle_to_bbox(parsed.counts, parsed.sizes)
     except (TypeError, ValueError) as e:
-        raise parsed.renamed(e) from None
+        raise _renamed(e, parsed) from None
     return boxes[0] if parsed.single else boxes
 
 
@@ -250,7 +273,7 @@ def rle_iou(
     try:
         return _core.rle_iou(parsed_dt.counts, parsed_gt.counts, size[0], size[1], crowd)
     except (TypeError, ValueError) as e:
-        raise parsed_gt.renamed(parsed_dt.renamed(e)) from None
+        raise _renamed(e, parsed_dt, parsed_gt) from None
 
 
 @overload
@@ -266,7 +289,7 @@ def compress_rle(rles: RleLike | Sequence[RleLike]) -> CompressedRle | list[Comp
     try:
         counts = _core.rle_compress(parsed.counts, parsed.sizes)
     except (TypeError, ValueError) as e:
-        raise parsed.renamed(e) from None
+        raise _renamed(e, parsed) from None
     out: list[CompressedRle] = [
         {"size": [int(h), int(w)], "counts": c} for (h, w), c in zip(parsed.sizes.tolist(), counts)
     ]
@@ -285,7 +308,7 @@ def decompress_rle(rles: RleLike | Sequence[RleLike]) -> UncompressedRle | list[
     try:
         counts = _core.rle_decompress(parsed.counts, parsed.sizes)
     except (TypeError, ValueError) as e:
-        raise parsed.renamed(e) from None
+        raise _renamed(e, parsed) from None
     out: list[UncompressedRle] = [
         {"size": [int(h), int(w)], "counts": c} for (h, w), c in zip(parsed.sizes.tolist(), counts)
     ]
