@@ -89,6 +89,16 @@ def one_pixel(h: int, w: int) -> Masks:
     return out
 
 
+def column_wraps(h: int, w: int) -> Masks:
+    """Runs that continue from the bottom of one column into the top of the next (the
+    box then spans the full height although no run starts at row 0)."""
+    out = np.zeros((3, h, w), dtype=bool)
+    out[0, h - 1, 2] = out[0, 0, 3] = True
+    out[1, h - 3 :, 4] = out[1, :2, 5] = True
+    out[2, h - 1, 0 : w - 1 : 2] = out[2, 0, 1:w:2] = True
+    return out
+
+
 def noise(h: int, w: int, seed: int) -> Masks:
     rng = np.random.default_rng(seed)
     return np.stack([rng.random((h, w)) < p for p in (0.02, 0.5, 0.98)])
@@ -106,6 +116,7 @@ STRUCTURED: dict[str, Masks] = {
         :, :, None
     ],
     "one_by_one": np.array([[[False]], [[True]]]),
+    "column_wraps": column_wraps(7, 9),
     "noise": noise(31, 45, seed=3),
     "long_runs": np.pad(np.ones((1, 1500, 900), bool), ((0, 0), (3, 0), (0, 0))),
 }
@@ -324,14 +335,9 @@ def test_property_iou_matches_pycocotools(masks: Masks, data: st.DataObject) -> 
 def uncompressed_rles(draw: st.DrawFn) -> dict[str, Any]:
     """Any valid counts, zero-length runs included (pycocotools reads those too)."""
     h, w = draw(st.integers(0, 9)), draw(st.integers(0, 9))
-    counts: list[int] = []
-    left = h * w
-    while left > 0:
-        run = draw(st.integers(0, left))
-        counts.append(run)
-        left -= run
-    if draw(st.booleans()):
-        counts.append(0)
+    cuts = sorted(draw(st.lists(st.integers(0, h * w), max_size=12)))
+    bounds = [0, *cuts, h * w]
+    counts = [end - start for start, end in zip(bounds, bounds[1:])]
     return {"size": [h, w], "counts": counts}
 
 
