@@ -11,9 +11,10 @@
 // counts[i] - counts[i-2] for i > 2, each as a signed little-endian group of 5-bit
 // digits, one ASCII character (48 + digit, +32 when more digits follow) per digit.
 //
-// Counts are uint32, as in pycocotools, so h*w may be at most kRleMaxPixels. All
-// functions check their input and throw std::invalid_argument with a message that
-// says what is wrong; batch functions prefix it with "[i]: " for item i.
+// Counts are uint32, as in pycocotools, so h*w may be at most kRleMaxPixels. Functions
+// given a size check the counts against it, and rle_decompress checks the string; they
+// throw std::invalid_argument saying what is wrong, which batch functions prefix with
+// "[i]: " for item i.
 #pragma once
 
 #include <cstddef>

@@ -4,7 +4,7 @@ uncompressed RLE helpers, which pair with pycocotools in SAM's automatic mask ge
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -322,8 +322,13 @@ def test_property_encode_decode_area_bbox_match_pycocotools(masks: Masks) -> Non
 @PROPERTY
 @given(mask_stacks, st.data())
 def test_property_iou_matches_pycocotools(masks: Masks, data: st.DataObject) -> None:
-    dt = encode_rle(masks)
-    gt = encode_rle(np.flip(masks, axis=2)) + encode_rle(masks[:1])
+    dt, flipped, first = (
+        encode_rle(masks),
+        encode_rle(np.flip(masks, axis=2)),
+        encode_rle(masks[:1]),
+    )
+    assert isinstance(dt, list) and isinstance(flipped, list) and isinstance(first, list)
+    gt = flipped + first
     iscrowd = data.draw(st.lists(st.booleans(), min_size=len(gt), max_size=len(gt)))
     ours = rle_iou(dt, gt, iscrowd)
     assert ours.shape == (len(dt), len(gt))
@@ -337,11 +342,11 @@ def uncompressed_rles(draw: st.DrawFn) -> dict[str, Any]:
     h, w = draw(st.integers(0, 9)), draw(st.integers(0, 9))
     cuts = sorted(draw(st.lists(st.integers(0, h * w), max_size=12)))
     bounds = [0, *cuts, h * w]
-    counts = [end - start for start, end in zip(bounds, bounds[1:])]
+    counts: list[int] = np.diff(bounds).tolist()
     return {"size": [h, w], "counts": counts}
 
 
-def _mask_from_counts(rle: dict[str, Any]) -> Masks:
+def _mask_from_counts(rle: Mapping[str, Any]) -> Masks:
     h, w = rle["size"]
     flat = np.repeat(np.arange(len(rle["counts"])) % 2 == 1, rle["counts"])
     return flat.reshape(w, h).T
@@ -471,6 +476,7 @@ def test_too_many_pixels_raise_value_error() -> None:
 
 def test_sizes_that_are_combined_must_agree() -> None:
     other = encode_rle(np.ones((4, 3), dtype=bool))
+    assert isinstance(other, dict)
     with pytest.raises(
         ValueError, match="^rles\\[1\\] has size \\[4, 3\\] but rles\\[0\\] has \\[3, 4\\]"
     ):
@@ -498,7 +504,7 @@ def test_wrong_types_raise_type_error() -> None:
     ):
         encode_rle(np.zeros(4, dtype=bool))
     with pytest.raises(TypeError, match="^rles must be an RLE dict or a sequence of them"):
-        rle_area(b"723")  # type: ignore[call-overload]
+        rle_area(b"723")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="^rles\\[0\\] must be an RLE dict"):
         rle_area([b"723"])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="^rles has no 'counts' key"):
@@ -521,7 +527,7 @@ def test_wrong_types_raise_type_error() -> None:
 
 def test_core_refuses_what_the_python_layer_would_never_pass() -> None:
     with pytest.raises(TypeError, match="masks must have dtype bool or uint8, got float64"):
-        _core.rle_encode(np.zeros((1, 2, 2)))
+        _core.rle_encode(np.zeros((1, 2, 2)))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="masks must be \\[N, H, W\\]"):
         _core.rle_encode(np.zeros((2, 2), dtype=bool))
     with pytest.raises(ValueError, match="h must be >= 0"):

@@ -111,7 +111,8 @@ std::vector<RleCounts> load_rles(const py::list& items, const std::vector<RleSiz
     const py::handle item = items[i];
     if (PyBytes_Check(item.ptr())) {
       held[i] = py::reinterpret_borrow<py::object>(item);
-      compressed[i] = std::string_view(PyBytes_AS_STRING(item.ptr()), static_cast<std::size_t>(PyBytes_GET_SIZE(item.ptr())));
+      compressed[i] =
+          std::string_view(PyBytes_AS_STRING(item.ptr()), static_cast<std::size_t>(PyBytes_GET_SIZE(item.ptr())));
     } else if (PyUnicode_Check(item.ptr())) {
       Py_ssize_t size = 0;
       const char* utf8 = PyUnicode_AsUTF8AndSize(item.ptr(), &size);
@@ -126,13 +127,15 @@ std::vector<RleCounts> load_rles(const py::list& items, const std::vector<RleSiz
     }
   }
   named(name, [&] {
-    py::gil_scoped_release release;  // the kernel reads immutable buffers that `held` keeps alive, and C++ copies
+    py::gil_scoped_release release;  // reads only C++ copies and immutable buffers that `held` keeps alive
     samrt::rle_decompress_batch(compressed.data(), sizes.data(), n, rles.data());
   });
   return rles;
 }
 
-std::vector<RleSize> same_sizes(std::size_t n, std::size_t h, std::size_t w) { return std::vector<RleSize>(n, RleSize{h, w}); }
+std::vector<RleSize> same_sizes(std::size_t n, std::size_t h, std::size_t w) {
+  return std::vector<RleSize>(n, RleSize{h, w});
+}
 
 py::list bytes_list(const std::vector<std::string>& strings) {
   py::list out(strings.size());
@@ -220,7 +223,8 @@ py::array_t<double> iou(const py::list& dt, const py::list& gt, std::int64_t h_i
   }
   const auto iscrowd = carray<std::int64_t>::ensure(iscrowd_in);
   if (iscrowd.ndim() != 1 || static_cast<std::size_t>(iscrowd.shape(0)) != gt_counts.size()) {
-    throw std::invalid_argument("iscrowd must be 1-D with one flag per gt (" + std::to_string(gt_counts.size()) + ")");
+    throw std::invalid_argument("iscrowd must be 1-D with one flag per gt (" + std::to_string(gt_counts.size()) +
+                                ")");
   }
   std::vector<std::uint8_t> crowd(gt_counts.size());
   for (std::size_t g = 0; g < crowd.size(); ++g) crowd[g] = iscrowd.data()[g] != 0 ? 1 : 0;
