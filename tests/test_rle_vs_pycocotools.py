@@ -469,6 +469,15 @@ def test_sizes_as_numpy_integers_are_accepted() -> None:
     assert rle_area({"size": (np.int32(3), np.uint16(4)), "counts": [7, 2, 3]}) == 2
 
 
+def test_uncompressed_counts_may_be_numpy_arrays() -> None:
+    for dtype in (np.int32, np.int64, np.uint16, np.uint64):
+        rle = {"size": [3, 4], "counts": np.array([7, 2, 3], dtype=dtype)}
+        assert rle_area(rle) == 2
+        assert compress_rle(rle) == GOOD
+    with pytest.raises(TypeError, match="^rles: counts must be bytes or str .* 1-D sequence"):
+        rle_area({"size": [3, 4], "counts": np.array([[7, 2, 3]])})
+
+
 def test_too_many_pixels_raise_value_error() -> None:
     with pytest.raises(ValueError, match="more than 2\\^32-1 pixels"):
         rle_area({"size": [2**16, 2**16], "counts": [0]})

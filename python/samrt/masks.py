@@ -235,7 +235,9 @@ def rle_area(rles: RleLike | Sequence[RleLike]) -> int | npt.NDArray[np.int64]:
 
 def rle_to_bbox(rles: RleLike | Sequence[RleLike]) -> npt.NDArray[np.float64]:
     """Tight foreground box [x, y, width, height] in pixels, float64: [4] for one dict,
-    [N, 4] for a sequence; all zeros for an empty mask (as pycocotools.mask.toBbox)."""
+    [N, 4] for a sequence; all zeros for an empty mask. Equal to pycocotools.mask.toBbox,
+    except that pycocotools also boxes the pixels next to a zero-length foreground run
+    (which encoders never write)."""
     parsed = _Rles(rles, "rles")
     try:
         boxes = _core.rle_to_bbox(parsed.counts, parsed.sizes)
