@@ -254,7 +254,7 @@ def _export_dynamo(
 def _quiet_exporter_warnings() -> None:
     # The tracer warns about every Python int it bakes in; with SAM's fixed 1024x1024 input
     # those are constants by design, and the parity check catches any that are not.
-    warnings.simplefilter("ignore", torch.jit.TracerWarning)
+    warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
     warnings.filterwarnings(
         "ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning
     )
