@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from ._core import __version__
+from .amg import AutomaticMaskGenerator
 
-__all__ = ["__version__"]
+__all__ = ["AutomaticMaskGenerator", "__version__"]
