@@ -1,8 +1,26 @@
-"""samrt: a C++-accelerated inference engine for Meta's Segment Anything Model."""
+"""samrt: a C++-accelerated inference engine for Meta's Segment Anything Model.
+
+``samrt.Predictor(engine_dir)`` has the official SamPredictor's surface; engine
+directories come from ``samrt export``. The runtime needs numpy, onnxruntime, Pillow and
+the compiled kernels only: it never imports torch.
+"""
 
 from __future__ import annotations
 
-from ._core import __version__
+from ._core import __version__, get_num_threads, set_num_threads
 from .amg import AutomaticMaskGenerator
+from .errors import BackendUnavailableError, EngineDirError, ImageNotSetError, SamrtError
+from .predictor import Model, Predictor
 
-__all__ = ["AutomaticMaskGenerator", "__version__"]
+__all__ = [
+    "AutomaticMaskGenerator",
+    "BackendUnavailableError",
+    "EngineDirError",
+    "ImageNotSetError",
+    "Model",
+    "Predictor",
+    "SamrtError",
+    "__version__",
+    "get_num_threads",
+    "set_num_threads",
+]

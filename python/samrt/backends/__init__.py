@@ -1,9 +1,11 @@
 """Backend selection: which runtime executes the encoder and decoder graphs.
 
-``backend="auto"`` picks the fastest one that can start here, in the order ONNX Runtime
-with CUDA, then ONNX Runtime on the CPU, and records its choice in ``Backend.name`` (and
-logs it at INFO on the "samrt" logger). An explicitly named backend that cannot start
-raises BackendUnavailableError saying what is missing.
+``backend="auto"`` picks the fastest one that can start here, in the order TensorRT
+(when ``import tensorrt`` works, a GPU is present and ``samrt build`` made engines for
+this GPU and TensorRT version), ONNX Runtime with CUDA, then ONNX Runtime on the CPU. It
+records its choice in ``Backend.name`` and logs it, with the reason each better backend
+was skipped, at INFO on the "samrt" logger. An explicitly named backend that cannot
+start raises BackendUnavailableError (or EngineDirError) saying what is missing.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, EngineDirError
 from ..manifest import Manifest
 from .base import Backend, Embedding
 
-__all__ = ["BACKENDS", "Backend", "Embedding", "create_backend"]
+__all__ = ["BACKENDS", "BACKEND_NAMES", "TENSORRT", "Backend", "Embedding", "create_backend"]
 
 _log = logging.getLogger("samrt")
 
@@ -25,7 +27,10 @@ BACKENDS: dict[str, tuple[str, ...]] = {
     "onnxruntime-tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
     "onnxruntime-cpu": ("CPUExecutionProvider",),
 }
-_AUTO_ORDER = ("onnxruntime-cuda", "onnxruntime-cpu")
+# TensorRT runs its own engines (from `samrt build`), not an ONNX Runtime provider list.
+TENSORRT = "tensorrt"
+BACKEND_NAMES: tuple[str, ...] = (TENSORRT, *BACKENDS)
+_AUTO_ORDER = (TENSORRT, "onnxruntime-cuda", "onnxruntime-cpu")
 
 
 def create_backend(
@@ -39,8 +44,12 @@ def create_backend(
     """Starts the named backend (or the best available for "auto") on an engine directory."""
     from .onnxruntime import OnnxRuntimeBackend, available_providers
 
-    if backend != "auto" and backend not in BACKENDS:
-        raise ValueError(f"backend must be 'auto' or one of {sorted(BACKENDS)}, got {backend!r}")
+    if backend != "auto" and backend not in BACKEND_NAMES:
+        raise ValueError(f"backend must be 'auto' or one of {sorted(BACKEND_NAMES)}, got {backend!r}")
+    if backend == TENSORRT:
+        from .tensorrt import TensorRTBackend
+
+        return TensorRTBackend(engine_dir, manifest, precision=precision)
     encoder = engine_dir / manifest.model("encoder", precision).file
     decoder = engine_dir / manifest.model("decoder", precision).file
 
@@ -55,6 +64,21 @@ def create_backend(
     providers = available_providers()
     reasons: list[str] = []
     for name in _AUTO_ORDER:
+        if name == TENSORRT:
+            from .tensorrt import CudaError, TensorRTBackend, unavailable_reason
+
+            # Checked cheaply first: without engines for this machine TensorRT is not imported.
+            reason = unavailable_reason(engine_dir, manifest, precision)
+            if reason is not None:
+                reasons.append(f"{name}: {reason}")
+                continue
+            try:
+                chosen: Backend = TensorRTBackend(engine_dir, manifest, precision=precision)
+            except (BackendUnavailableError, EngineDirError, CudaError) as e:
+                reasons.append(f"{name}: {e}")
+                continue
+            _log.info("samrt backend: %s (%s)", chosen.name, "; ".join(reasons) or "first choice")
+            return chosen
         if BACKENDS[name][0] not in providers:
             reasons.append(f"{name}: {BACKENDS[name][0]} not in this onnxruntime")
             continue

@@ -1,0 +1,71 @@
+"""Shared by the benchmarks: a cached vit_b engine with seeded random weights, timing, memory."""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = ROOT.parent / "shared" / "images"
+CACHE = Path(os.environ.get("SAMRT_BENCH_CACHE", ROOT / "build" / "bench-models"))
+
+
+def load_photo(name: str = "truck.jpg") -> np.ndarray:
+    from samrt.imageio import load_image
+
+    path = IMAGES / name
+    if not path.exists():
+        sys.exit(f"benchmark photo {path} is missing (see ../shared/images/README.md)")
+    return load_image(path)
+
+
+def vit_b_engine(seed: int = 0) -> tuple[Path, Path]:
+    """(engine_dir, checkpoint) of vit_b with seeded random weights, exported once and cached."""
+    from samrt_export import export_engine, save_random_checkpoint
+
+    base = CACHE / f"vit_b-seed{seed}"
+    checkpoint = base / "checkpoint.pth"
+    engine = base / "engine"
+    if not checkpoint.exists():
+        base.mkdir(parents=True, exist_ok=True)
+        save_random_checkpoint("vit_b", seed, checkpoint)
+    if not (engine / "manifest.json").exists():
+        export_engine("vit_b", checkpoint=checkpoint, out_dir=engine)
+    return engine, checkpoint
+
+
+def official_sam(checkpoint: Path) -> Any:
+    from segment_anything import sam_model_registry
+
+    sam = sam_model_registry["vit_b"](checkpoint=str(checkpoint))
+    return sam.eval()
+
+
+def timed(fn: Callable[[], Any], repeat: int, warmup: int = 1) -> tuple[float, Any]:
+    """Median seconds over `repeat` runs after `warmup` runs, and the last result."""
+    result = None
+    for _ in range(warmup):
+        result = fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def verdict(ratio: float, target: float) -> str:
+    return f"{ratio:.2f}x (target >= {target}x: {'met' if ratio >= target else 'MISSED'})"

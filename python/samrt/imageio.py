@@ -1,0 +1,42 @@
+"""Reading images from files into SAM's input form: HxWx3 uint8 RGB, EXIF orientation applied."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"})
+
+
+class ImageReadError(ValueError):
+    """A file could not be read as an image."""
+
+
+def load_image(path: str | os.PathLike[str]) -> npt.NDArray[np.uint8]:
+    """Decodes JPEG/PNG/WebP/TIFF/BMP (8- or 16-bit, gray, RGB, RGBA, palette) to HxWx3 uint8
+    RGB with the EXIF orientation applied. Alpha is dropped (not composited)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb8(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageReadError(f"cannot read {os.fspath(path)!r} as an image: {e}") from None
+
+
+def _to_rgb8(img: Image.Image) -> npt.NDArray[np.uint8]:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit and float images: scale the full range of the type down to 8 bits rather than
+        # letting Pillow clip everything above 255.
+        values = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        if img.mode == "F":
+            top = max(float(values.max(initial=1.0)), 1e-12)
+        gray = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
