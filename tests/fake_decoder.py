@@ -30,6 +30,9 @@ Two adapters feed the same outputs in:
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -147,12 +150,15 @@ def fake_encode(normalized: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     mean = np.array(contract.PIXEL_MEAN, dtype=np.float64)[:, None, None]
     std = np.array(contract.PIXEL_STD, dtype=np.float64)[:, None, None]
     centres = array[0, :, STRIDE // 2 :: STRIDE, STRIDE // 2 :: STRIDE].astype(np.float64)
-    pixels = np.round(centres * std + mean).reshape(3, -1).T  # [65536, 3] integers
-    palette = PALETTE.astype(np.float64)
-    # Squared distances of integer colours: exact in float64, so ties break the same way.
-    squared = (pixels**2).sum(1)[:, None] - 2.0 * pixels @ palette.T + (palette**2).sum(1)[None, :]
-    labels = np.argmin(squared, axis=1)
-    labels[np.min(squared, axis=1) > _MAX_COLOUR_DISTANCE**2] = 0
+    pixels = np.clip(np.round(centres * std + mean), 0, 255).astype(np.int64).reshape(3, -1)
+    # A scene has few distinct colours: classify each once.
+    codes = (pixels[0] << 16) | (pixels[1] << 8) | pixels[2]
+    distinct, where = np.unique(codes, return_inverse=True)
+    colours = np.stack([distinct >> 16, (distinct >> 8) & 255, distinct & 255], axis=1)
+    squared = ((colours[:, None, :] - PALETTE[None, :, :]) ** 2).sum(axis=2)  # exact integers
+    colour_labels = np.argmin(squared, axis=1)
+    colour_labels[np.min(squared, axis=1) > _MAX_COLOUR_DISTANCE**2] = 0
+    labels = colour_labels[where.reshape(-1)]
     embedding = np.zeros((1, contract.EMBEDDING_DIM, contract.EMBEDDING_SIZE, contract.EMBEDDING_SIZE), np.float32)
     embedding[0, :_LABEL_CHANNELS] = labels.astype(np.float32).reshape(_LABEL_CHANNELS, 64, 64)
     return embedding
@@ -184,7 +190,8 @@ def _signed_distance(region: npt.NDArray[np.bool_]) -> npt.NDArray[np.float32]:
 
 
 class _LabelFields:
-    """Signed distances of one label map's objects and groups, computed on demand."""
+    """Signed distances of one label map's objects and groups, computed on demand
+    (thread-safe: a value is a pure function of the labels, so a race only repeats work)."""
 
     def __init__(self, labels: npt.NDArray[np.int64]) -> None:
         self.labels = labels
@@ -193,20 +200,43 @@ class _LabelFields:
 
     def object(self, label: int) -> tuple[npt.NDArray[np.float32], float]:
         """(signed distance, area in low-res pixels)."""
-        if label not in self._objects:
+        found = self._objects.get(label)
+        if found is None:
             region = self.labels == label
-            self._objects[label] = (_signed_distance(region), float(region.sum()))
-        return self._objects[label]
+            found = self._objects[label] = (_signed_distance(region), float(region.sum()))
+        return found
 
     def group(self, label: int) -> npt.NDArray[np.float32]:
         """The object with every object touching it (background never joins)."""
-        if label not in self._groups:
+        found = self._groups.get(label)
+        if found is None:
             region = self.labels == label
             ring = cv2.dilate(region.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & ~region
             neighbours = np.unique(self.labels[ring])
             neighbours = neighbours[neighbours != 0] if label != 0 else neighbours[:0]
-            self._groups[label] = _signed_distance(region | np.isin(self.labels, neighbours))
-        return self._groups[label]
+            found = self._groups[label] = _signed_distance(region | np.isin(self.labels, neighbours))
+        return found
+
+
+_FIELDS_CACHE: OrderedDict[bytes, _LabelFields] = OrderedDict()
+_FIELDS_CACHE_SIZE = 8
+_FIELDS_LOCK = threading.Lock()
+
+
+def _fields_of(embedding: npt.NDArray[np.float32]) -> _LabelFields:
+    """The label map's distance fields, kept for the last few images (every decoder batch
+    of an image would otherwise recompute them)."""
+    labels = labels_of(embedding)
+    key = hashlib.sha1(labels.tobytes()).digest()
+    with _FIELDS_LOCK:
+        fields = _FIELDS_CACHE.get(key)
+        if fields is None:
+            fields = _FIELDS_CACHE[key] = _LabelFields(labels)
+            while len(_FIELDS_CACHE) > _FIELDS_CACHE_SIZE:
+                _FIELDS_CACHE.popitem(last=False)
+        else:
+            _FIELDS_CACHE.move_to_end(key)
+    return fields
 
 
 def fake_decode(
@@ -214,7 +244,7 @@ def fake_decode(
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """(iou [P,4], low-res logits [P,4,256,256]) for P prompts; each prompt's first
     foreground point (1024 frame) picks the object."""
-    fields = _LabelFields(labels_of(embedding))
+    fields = _fields_of(embedding)
     coords = np.asarray(point_coords, dtype=np.float32)
     prompt_labels = np.asarray(point_labels)
     n_prompts = coords.shape[0]
