@@ -158,15 +158,24 @@ struct RowSegment {
   int first = 0, last = 0;
 };
 
+// Everything about one call that does not depend on the logits.
 struct Plan {
   UpsampleGeometry geometry;
-  AxisTaps rows, cols;
+  AxisTaps rows;
   std::vector<RowSegment> segments;  // covering output rows 0..out_h-1 in order
   int n_tiles = 0;
-  int src_row_first = 0, src_row_last = 0;  // source rows any output row reads
-  int words_per_row = 0;                    // 64-bit words of a source row's bitmap
-  int tiles_per_task = 1;
-  int tasks_per_mask = 1;
+  // Column taps per tile, kTileWidth entries each; columns past the image edge repeat the
+  // last one with zero weights.
+  std::vector<int> tile_col_start;     // n_tiles * kTileWidth
+  std::vector<float> tile_col_weight;  // n_tiles * kTaps * kTileWidth
+  std::vector<int> tile_src_first, tile_src_last;  // source columns each tile reads
+  int src_row_first = 0, src_row_last = 0;         // source rows any output row reads
+  int words_per_row = 0;                           // 64-bit words of a source row's bitmap
+  // Tasks: a mask split into parts_per_mask parts, as column chunks of tiles_per_part tiles
+  // (mask_stats) or as bands of output rows starting at segment band_start[part] (dense).
+  int parts_per_mask = 1;
+  int tiles_per_part = 1;
+  std::vector<std::size_t> band_start;  // parts_per_mask + 1 segment indices
 };
 
 Plan make_plan(const UpsampleGeometry& g, std::size_t n_masks) {
@@ -174,7 +183,6 @@ Plan make_plan(const UpsampleGeometry& g, std::size_t n_masks) {
   Plan plan;
   plan.geometry = g;
   plan.rows = composite_taps(g.src_h, g.padded_size, g.input_h, g.out_h);
-  plan.cols = composite_taps(g.src_w, g.padded_size, g.input_w, g.out_w);
   for (int y = 0; y < g.out_h; ++y) {
     const int first = plan.rows.first[static_cast<std::size_t>(y)];
     const int last = plan.rows.last[static_cast<std::size_t>(y)];
@@ -183,18 +191,48 @@ Plan make_plan(const UpsampleGeometry& g, std::size_t n_masks) {
     }
     plan.segments.back().y_end = y + 1;
   }
-  plan.n_tiles = (g.out_w + kTileWidth - 1) / kTileWidth;
   plan.src_row_first = *std::min_element(plan.rows.first.begin(), plan.rows.first.end());
   plan.src_row_last = *std::max_element(plan.rows.last.begin(), plan.rows.last.end());
   plan.words_per_row = (g.src_w + 63) / 64;
-  // Whole masks are the natural tasks; split masks into column chunks only when there are
-  // too few of them to keep every thread busy.
+
+  const AxisTaps cols = composite_taps(g.src_w, g.padded_size, g.input_w, g.out_w);
+  plan.n_tiles = (g.out_w + kTileWidth - 1) / kTileWidth;
+  const auto n_tiles = static_cast<std::size_t>(plan.n_tiles);
+  plan.tile_col_start.resize(n_tiles * kTileWidth);
+  plan.tile_col_weight.resize(n_tiles * kTaps * kTileWidth);
+  plan.tile_src_first.assign(n_tiles, std::numeric_limits<int>::max());
+  plan.tile_src_last.assign(n_tiles, -1);
+  for (std::size_t tile = 0; tile < n_tiles; ++tile) {
+    const int x_begin = static_cast<int>(tile) * kTileWidth;
+    const int width = std::min(kTileWidth, g.out_w - x_begin);
+    for (int i = 0; i < kTileWidth; ++i) {
+      const auto x = static_cast<std::size_t>(x_begin + std::min(i, width - 1));
+      plan.tile_col_start[tile * kTileWidth + static_cast<std::size_t>(i)] = cols.start[x];
+      for (int k = 0; k < kTaps; ++k) {
+        plan.tile_col_weight[(tile * kTaps + static_cast<std::size_t>(k)) * kTileWidth + static_cast<std::size_t>(i)] =
+            i < width ? cols.weight[x * kTaps + static_cast<std::size_t>(k)] : 0.0f;
+      }
+      plan.tile_src_first[tile] = std::min(plan.tile_src_first[tile], cols.first[x]);
+      plan.tile_src_last[tile] = std::max(plan.tile_src_last[tile], cols.last[x]);
+    }
+  }
+
+  // Whole masks are the natural tasks; split masks only when there are too few of them to
+  // keep every thread busy.
   const std::size_t wanted_tasks = 4 * default_pool()->num_threads();
-  std::size_t per_mask = 1;
-  if (n_masks > 0 && n_masks < wanted_tasks) per_mask = (wanted_tasks + n_masks - 1) / n_masks;
-  per_mask = std::min(per_mask, static_cast<std::size_t>(plan.n_tiles));
-  plan.tiles_per_task = static_cast<int>((static_cast<std::size_t>(plan.n_tiles) + per_mask - 1) / per_mask);
-  plan.tasks_per_mask = (plan.n_tiles + plan.tiles_per_task - 1) / plan.tiles_per_task;
+  std::size_t parts = 1;
+  if (n_masks > 0 && n_masks < wanted_tasks) parts = (wanted_tasks + n_masks - 1) / n_masks;
+  parts = std::min({parts, n_tiles, plan.segments.size()});
+  plan.tiles_per_part = static_cast<int>((n_tiles + parts - 1) / parts);
+  plan.parts_per_mask = static_cast<int>(parts);
+  // Bands of about equal row counts, cut at segment boundaries.
+  plan.band_start.assign(parts + 1, plan.segments.size());
+  std::size_t segment = 0;
+  for (std::size_t part = 0; part < parts; ++part) {
+    const auto target_row = static_cast<int>(part * static_cast<std::size_t>(g.out_h) / parts);
+    while (segment < plan.segments.size() && plan.segments[segment].y_end <= target_row) ++segment;
+    plan.band_start[part] = segment;
+  }
   return plan;
 }
 
@@ -214,34 +252,38 @@ inline bool all_set(const std::uint64_t* words, int first, int last) {
 // Which side of the thresholds a block of outputs lies on.
 enum Side : int { kBelow = -1, kMixed = 0, kAbove = 1 };
 
-// One worker's state for one tile of one mask: the tile's column taps, the source rows
-// interpolated across the tile's columns (computed on first use), and for the skipping
-// modes which source pixels clear the thresholds.
-class TileWorker {
+// One worker's view of one mask over tiles [first_tile, end_tile): which source pixels
+// clear the thresholds, and the few source rows that the current output rows read,
+// interpolated across each tile's columns on first use. Output rows must be visited top
+// to bottom within a tile (tiles may interleave, as in row-major order, or follow each
+// other, as in column-major order).
+class MaskWorker {
  public:
-  explicit TileWorker(const Plan& plan)
+  MaskWorker(const Plan& plan, int first_tile, int end_tile)
       : plan_(plan),
-        src_rows_(static_cast<std::size_t>(plan.geometry.src_h) * kTileWidth),
-        src_row_ready_(static_cast<std::size_t>(plan.geometry.src_h)),
-        row_side_(static_cast<std::size_t>(plan.geometry.src_h)) {}
-
-  int x_begin() const { return x_begin_; }
-  int width() const { return width_; }
+        first_tile_(first_tile),
+        n_tiles_(static_cast<std::size_t>(end_tile - first_tile)),
+        ring_values_(kRingRows * n_tiles_ * kTileWidth),
+        ring_ready_(kRingRows * n_tiles_),
+        row_side_(n_tiles_ * static_cast<std::size_t>(plan.geometry.src_h)) {}
 
   // low_res: the mask's src_h * src_w logits.
-  void start_mask(const float* low_res) { low_res_ = low_res; }
+  void start_mask(const float* low_res) {
+    low_res_ = low_res;
+    ring_row_.fill(-1);
+  }
 
-  // Sides of the mask's source pixels, for start_tile(..., true): "above" when > above,
-  // "below" when <= below (NaN is neither, so outputs that read it are always computed).
-  void classify_source(float below, float above) {
-    const float* low_res = low_res_;
+  // Sides of the source pixels against (below, above): "above" when > above, "below" when
+  // <= below (NaN is neither, so outputs that read it are always computed); then of each
+  // source row over each tile's columns.
+  void classify(float below, float above) {
     const int src_w = plan_.geometry.src_w;
     const auto words = static_cast<std::size_t>(plan_.words_per_row);
     above_bits_.assign(static_cast<std::size_t>(plan_.geometry.src_h) * words, 0);
     below_bits_.assign(above_bits_.size(), 0);
     alignas(64) float padded[kTileWidth];
     for (int j = plan_.src_row_first; j <= plan_.src_row_last; ++j) {
-      const float* row = low_res + static_cast<std::size_t>(j) * static_cast<std::size_t>(src_w);
+      const float* row = low_res_ + static_cast<std::size_t>(j) * static_cast<std::size_t>(src_w);
       for (std::size_t w = 0; w < words; ++w) {
         const int begin = static_cast<int>(w) * kTileWidth;
         const int n = std::min(kTileWidth, src_w - begin);
@@ -256,103 +298,95 @@ class TileWorker {
         below_bits_[static_cast<std::size_t>(j) * words + w] = at_most_bits(chunk, below);
       }
     }
-  }
-
-  void start_tile(int tile, bool with_sides) {
-    x_begin_ = tile * kTileWidth;
-    width_ = std::min(kTileWidth, plan_.geometry.out_w - x_begin_);
-    int col_first = std::numeric_limits<int>::max();
-    int col_last = -1;
-    for (int i = 0; i < kTileWidth; ++i) {
-      // Columns past the image edge repeat the last one with zero weights.
-      const auto x = static_cast<std::size_t>(x_begin_ + std::min(i, width_ - 1));
-      col_start_[static_cast<std::size_t>(i)] = plan_.cols.start[x];
-      for (int k = 0; k < kTaps; ++k) {
-        col_weight_[static_cast<std::size_t>(k)][static_cast<std::size_t>(i)] =
-            i < width_ ? plan_.cols.weight[x * kTaps + static_cast<std::size_t>(k)] : 0.0f;
+    const auto src_h = static_cast<std::size_t>(plan_.geometry.src_h);
+    for (std::size_t t = 0; t < n_tiles_; ++t) {
+      const std::size_t tile = static_cast<std::size_t>(first_tile_) + t;
+      const int col_first = plan_.tile_src_first[tile];
+      const int col_last = plan_.tile_src_last[tile];
+      for (int j = plan_.src_row_first; j <= plan_.src_row_last; ++j) {
+        const std::size_t offset = static_cast<std::size_t>(j) * words;
+        Side side = kMixed;
+        if (all_set(above_bits_.data() + offset, col_first, col_last)) {
+          side = kAbove;
+        } else if (all_set(below_bits_.data() + offset, col_first, col_last)) {
+          side = kBelow;
+        }
+        row_side_[t * src_h + static_cast<std::size_t>(j)] = static_cast<std::int8_t>(side);
       }
-      col_first = std::min(col_first, plan_.cols.first[x]);
-      col_last = std::max(col_last, plan_.cols.last[x]);
-    }
-    std::fill(src_row_ready_.begin(), src_row_ready_.end(), std::uint8_t{0});
-    if (!with_sides) return;
-    const auto words = static_cast<std::size_t>(plan_.words_per_row);
-    for (int j = plan_.src_row_first; j <= plan_.src_row_last; ++j) {
-      const std::size_t offset = static_cast<std::size_t>(j) * words;
-      Side side = kMixed;
-      if (all_set(above_bits_.data() + offset, col_first, col_last)) {
-        side = kAbove;
-      } else if (all_set(below_bits_.data() + offset, col_first, col_last)) {
-        side = kBelow;
-      }
-      row_side_[static_cast<std::size_t>(j)] = static_cast<std::int8_t>(side);
     }
   }
 
-  // The side of every output in the segment's rows of this tile: a convex combination of
-  // values that all clear a threshold clears it too.
-  Side segment_side(const RowSegment& segment) const {
-    const int side = row_side_[static_cast<std::size_t>(segment.first)];
+  // The side of every output in the segment's rows of the tile (after classify): a convex
+  // combination of values that all clear a threshold clears it too.
+  Side segment_side(int tile, const RowSegment& segment) const {
+    const std::int8_t* sides =
+        row_side_.data() + static_cast<std::size_t>(tile - first_tile_) * static_cast<std::size_t>(plan_.geometry.src_h);
+    const int side = sides[segment.first];
     for (int j = segment.first + 1; j <= segment.last; ++j) {
-      if (row_side_[static_cast<std::size_t>(j)] != side) return kMixed;
+      if (sides[j] != side) return kMixed;
     }
     return static_cast<Side>(side);
   }
 
-  // values: kTileWidth floats, the tile's part of output row y (past the tile's width: 0
+  // values: kTileWidth floats, the tile's part of output row y (past the image's width: 0
   // or NaN).
-  void interpolate_row(int y, float* values) {
+  void interpolate(int y, int tile, float* values) {
     const auto index = static_cast<std::size_t>(y);
     const int j = plan_.rows.start[index];
     const float* w = &plan_.rows.weight[index * kTaps];
     const float w0 = w[0], w1 = w[1], w2 = w[2];
-    const float* r0 = source_row(j);
-    const float* r1 = source_row(j + 1);
-    const float* r2 = source_row(j + 2);
+    const float* r0 = source_row(j, tile);
+    const float* r1 = source_row(j + 1, tile);
+    const float* r2 = source_row(j + 2, tile);
     for (int i = 0; i < kTileWidth; ++i) values[i] = w0 * r0[i] + w1 * r1[i] + w2 * r2[i];
   }
 
  private:
+  // Output rows read consecutive source rows whose start never decreases, so a ring of 4
+  // keeps every row that is still needed.
+  static constexpr std::size_t kRingRows = 4;
+
   // Source row j interpolated across the tile's columns.
-  const float* source_row(int j) {
-    float* dst = src_rows_.data() + static_cast<std::size_t>(j) * kTileWidth;
-    if (src_row_ready_[static_cast<std::size_t>(j)] == 0) {
+  const float* source_row(int j, int tile) {
+    const std::size_t slot = static_cast<std::size_t>(j) % kRingRows;
+    const auto t = static_cast<std::size_t>(tile - first_tile_);
+    if (ring_row_[slot] != j) {
+      ring_row_[slot] = j;
+      std::fill_n(ring_ready_.begin() + static_cast<std::ptrdiff_t>(slot * n_tiles_), n_tiles_, std::uint8_t{0});
+    }
+    float* dst = ring_values_.data() + (slot * n_tiles_ + t) * kTileWidth;
+    if (ring_ready_[slot * n_tiles_ + t] == 0) {
       const float* row = low_res_ + static_cast<std::size_t>(j) * static_cast<std::size_t>(plan_.geometry.src_w);
-      const float* w0 = col_weight_[0].data();
-      const float* w1 = col_weight_[1].data();
-      const float* w2 = col_weight_[2].data();
+      const std::size_t tile_index = static_cast<std::size_t>(tile);
+      const int* start = plan_.tile_col_start.data() + tile_index * kTileWidth;
+      const float* w0 = plan_.tile_col_weight.data() + tile_index * kTaps * kTileWidth;
+      const float* w1 = w0 + kTileWidth;
+      const float* w2 = w1 + kTileWidth;
       for (int i = 0; i < kTileWidth; ++i) {
-        const float* s = row + col_start_[static_cast<std::size_t>(i)];
+        const float* s = row + start[i];
         dst[i] = w0[i] * s[0] + w1[i] * s[1] + w2[i] * s[2];
       }
-      src_row_ready_[static_cast<std::size_t>(j)] = 1;
+      ring_ready_[slot * n_tiles_ + t] = 1;
     }
     return dst;
   }
 
   const Plan& plan_;
   const float* low_res_ = nullptr;
-  int x_begin_ = 0, width_ = 0;
-  alignas(64) std::array<int, kTileWidth> col_start_{};
-  alignas(64) std::array<std::array<float, kTileWidth>, kTaps> col_weight_{};
-  std::vector<float> src_rows_;              // src_h rows of kTileWidth values
-  std::vector<std::uint8_t> src_row_ready_;  // src_h flags
+  int first_tile_ = 0;
+  std::size_t n_tiles_ = 0;
+  std::array<int, kRingRows> ring_row_{};   // the source row each slot holds, or -1
+  std::vector<float> ring_values_;          // kRingRows * n_tiles_ * kTileWidth values
+  std::vector<std::uint8_t> ring_ready_;    // kRingRows * n_tiles_ flags
   std::vector<std::uint64_t> above_bits_, below_bits_;  // src_h rows of words_per_row words
-  std::vector<std::int8_t> row_side_;        // src_h Sides over the tile's source columns
+  std::vector<std::int8_t> row_side_;       // n_tiles_ * src_h Sides
 };
 
-// Runs fn(worker, mask, first_tile, end_tile) over every (mask, chunk of tiles) task.
+// Runs fn(mask, part) over every part of every mask.
 template <typename Fn>
-void for_each_task(const Plan& plan, std::size_t n_masks, const Fn& fn) {
-  const auto tasks_per_mask = static_cast<std::size_t>(plan.tasks_per_mask);
-  parallel_for(n_masks * tasks_per_mask, [&](std::size_t task) {
-    const std::size_t mask = task / tasks_per_mask;
-    const int chunk = static_cast<int>(task % tasks_per_mask);
-    const int first_tile = chunk * plan.tiles_per_task;
-    const int end_tile = std::min(plan.n_tiles, first_tile + plan.tiles_per_task);
-    TileWorker worker(plan);
-    fn(worker, mask, chunk, first_tile, end_tile);
-  });
+void for_each_part(const Plan& plan, std::size_t n_masks, const Fn& fn) {
+  const auto parts = static_cast<std::size_t>(plan.parts_per_mask);
+  parallel_for(n_masks * parts, [&](std::size_t task) { fn(task / parts, static_cast<int>(task % parts)); });
 }
 
 // ---- RLE ----------------------------------------------------------------------------------
@@ -438,16 +472,20 @@ void upsample_logits(const float* low_res, std::size_t n_masks, const UpsampleGe
   const auto src_area = static_cast<std::size_t>(geometry.src_h) * static_cast<std::size_t>(geometry.src_w);
   const auto out_w = static_cast<std::size_t>(geometry.out_w);
   const auto out_area = static_cast<std::size_t>(geometry.out_h) * out_w;
-  for_each_task(plan, n_masks, [&](TileWorker& worker, std::size_t mask, int, int first_tile, int end_tile) {
-    alignas(64) float values[kTileWidth];
+  for_each_part(plan, n_masks, [&](std::size_t mask, int part) {
+    MaskWorker worker(plan, 0, plan.n_tiles);
     worker.start_mask(low_res + mask * src_area);
-    for (int tile = first_tile; tile < end_tile; ++tile) {
-      worker.start_tile(tile, false);
-      const auto bytes = static_cast<std::size_t>(worker.width()) * sizeof(float);
-      float* dst = out + mask * out_area + static_cast<std::size_t>(worker.x_begin());
-      for (int y = 0; y < geometry.out_h; ++y, dst += out_w) {
-        worker.interpolate_row(y, values);
-        std::memcpy(dst, values, bytes);
+    alignas(64) float values[kTileWidth];
+    const auto band = static_cast<std::size_t>(part);
+    for (std::size_t s = plan.band_start[band]; s < plan.band_start[band + 1]; ++s) {
+      const RowSegment& segment = plan.segments[s];
+      for (int y = segment.y_begin; y < segment.y_end; ++y) {
+        float* row = out + mask * out_area + static_cast<std::size_t>(y) * out_w;
+        for (int tile = 0; tile < plan.n_tiles; ++tile) {
+          const auto x_begin = static_cast<std::size_t>(tile) * kTileWidth;
+          worker.interpolate(y, tile, values);
+          std::memcpy(row + x_begin, values, std::min<std::size_t>(kTileWidth, out_w - x_begin) * sizeof(float));
+        }
       }
     }
   });
@@ -460,26 +498,43 @@ void upsample_masks(const float* low_res, std::size_t n_masks, const UpsampleGeo
   const auto src_area = static_cast<std::size_t>(geometry.src_h) * static_cast<std::size_t>(geometry.src_w);
   const auto out_w = static_cast<std::size_t>(geometry.out_w);
   const auto out_area = static_cast<std::size_t>(geometry.out_h) * out_w;
-  for_each_task(plan, n_masks, [&](TileWorker& worker, std::size_t mask, int, int first_tile, int end_tile) {
-    alignas(64) float values[kTileWidth];
+  const auto n_tiles = static_cast<std::size_t>(plan.n_tiles);
+  for_each_part(plan, n_masks, [&](std::size_t mask, int part) {
+    MaskWorker worker(plan, 0, plan.n_tiles);
     worker.start_mask(low_res + mask * src_area);
-    worker.classify_source(threshold, threshold);
-    for (int tile = first_tile; tile < end_tile; ++tile) {
-      worker.start_tile(tile, true);
-      const auto width = static_cast<std::size_t>(worker.width());
-      std::uint8_t* tile_out = out + mask * out_area + static_cast<std::size_t>(worker.x_begin());
-      for (const RowSegment& segment : plan.segments) {
-        std::uint8_t* dst = tile_out + static_cast<std::size_t>(segment.y_begin) * out_w;
-        const Side side = worker.segment_side(segment);
-        if (side != kMixed) {
-          for (int y = segment.y_begin; y < segment.y_end; ++y, dst += out_w) {
-            std::memset(dst, side == kAbove ? 1 : 0, width);
+    worker.classify(threshold, threshold);
+    std::vector<Side> sides(n_tiles);
+    alignas(64) float values[kTileWidth];
+    const auto band = static_cast<std::size_t>(part);
+    for (std::size_t s = plan.band_start[band]; s < plan.band_start[band + 1]; ++s) {
+      const RowSegment& segment = plan.segments[s];
+      bool uniform = true;
+      for (std::size_t tile = 0; tile < n_tiles; ++tile) {
+        sides[tile] = worker.segment_side(static_cast<int>(tile), segment);
+        uniform = uniform && sides[tile] != kMixed && sides[tile] == sides[0];
+      }
+      std::uint8_t* rows = out + mask * out_area + static_cast<std::size_t>(segment.y_begin) * out_w;
+      if (uniform) {
+        // The whole band of rows is one value: one contiguous fill.
+        std::memset(rows, sides[0] == kAbove ? 1 : 0, static_cast<std::size_t>(segment.y_end - segment.y_begin) * out_w);
+        continue;
+      }
+      for (int y = segment.y_begin; y < segment.y_end; ++y, rows += out_w) {
+        for (std::size_t tile = 0; tile < n_tiles;) {
+          const std::size_t x_begin = tile * kTileWidth;
+          if (sides[tile] == kMixed) {
+            worker.interpolate(y, static_cast<int>(tile), values);
+            const std::size_t width = std::min<std::size_t>(kTileWidth, out_w - x_begin);
+            for (std::size_t i = 0; i < width; ++i) rows[x_begin + i] = values[i] > threshold ? 1 : 0;
+            ++tile;
+            continue;
           }
-          continue;
-        }
-        for (int y = segment.y_begin; y < segment.y_end; ++y, dst += out_w) {
-          worker.interpolate_row(y, values);
-          for (std::size_t i = 0; i < width; ++i) dst[i] = values[i] > threshold ? 1 : 0;
+          // A run of tiles on the same side: one fill.
+          std::size_t end = tile + 1;
+          while (end < n_tiles && sides[end] == sides[tile]) ++end;
+          const std::size_t x_end = std::min(end * kTileWidth, out_w);
+          std::memset(rows + x_begin, sides[tile] == kAbove ? 1 : 0, x_end - x_begin);
+          tile = end;
         }
       }
     }
@@ -575,21 +630,25 @@ void mask_stats(const float* low_res, std::size_t n_masks, const UpsampleGeometr
   const auto pad_top = static_cast<std::uint64_t>(options.crop_y0);
   const auto pad_bottom = image_h - pad_top - static_cast<std::uint64_t>(out_h);
 
-  std::vector<ChunkStats> chunks(n_masks * static_cast<std::size_t>(plan.tasks_per_mask));
-  for_each_task(plan, n_masks, [&](TileWorker& worker, std::size_t mask, int chunk, int first_tile, int end_tile) {
-    ChunkStats& stats = chunks[mask * static_cast<std::size_t>(plan.tasks_per_mask) + static_cast<std::size_t>(chunk)];
+  const auto parts = static_cast<std::size_t>(plan.parts_per_mask);
+  std::vector<ChunkStats> chunks(n_masks * parts);
+  for_each_part(plan, n_masks, [&](std::size_t mask, int part) {
+    ChunkStats& stats = chunks[mask * parts + static_cast<std::size_t>(part)];
+    const int first_tile = std::min(plan.n_tiles, part * plan.tiles_per_part);
+    const int end_tile = std::min(plan.n_tiles, first_tile + plan.tiles_per_part);
     RunBuilder runs;
     TileRows rows;
     alignas(64) float values[kTileWidth];
+    MaskWorker worker(plan, first_tile, end_tile);
     worker.start_mask(low_res + mask * src_area);
-    worker.classify_source(below, above);
+    worker.classify(below, above);
     for (int tile = first_tile; tile < end_tile; ++tile) {
-      worker.start_tile(tile, true);
-      const int width = worker.width();
+      const int x_begin = tile * kTileWidth;
+      const int width = std::min(kTileWidth, geometry.out_w - x_begin);
       const std::uint64_t valid = width == kTileWidth ? ~0ULL : (1ULL << width) - 1;
       rows.reset();
       for (const RowSegment& segment : plan.segments) {
-        const Side side = worker.segment_side(segment);
+        const Side side = worker.segment_side(tile, segment);
         const int n = segment.y_end - segment.y_begin;
         if (side == kAbove) {
           const std::int64_t pixels = static_cast<std::int64_t>(n) * width;
@@ -604,7 +663,7 @@ void mask_stats(const float* low_res, std::size_t n_masks, const UpsampleGeometr
           continue;
         }
         for (int y = segment.y_begin; y < segment.y_end; ++y) {
-          worker.interpolate_row(y, values);
+          worker.interpolate(y, tile, values);
           const std::uint64_t bits = greater_bits(values, t_mask) & valid;
           stats.in_mask += popcount64(bits);
           stats.in_intersection += popcount64(greater_bits(values, t_inter) & valid);
@@ -612,7 +671,7 @@ void mask_stats(const float* low_res, std::size_t n_masks, const UpsampleGeometr
           rows.add(y, 1, bits, stats);
         }
       }
-      rows.finish(worker.x_begin(), width, out_h, pad_top, pad_bottom, runs, stats);
+      rows.finish(x_begin, width, out_h, pad_top, pad_bottom, runs, stats);
     }
     stats.runs = runs.finish();
   });
@@ -622,8 +681,8 @@ void mask_stats(const float* low_res, std::size_t n_masks, const UpsampleGeometr
       static_cast<std::uint64_t>(options.image_w - options.crop_x0 - geometry.out_w) * image_h;
   parallel_for(n_masks, [&](std::size_t mask) {
     ChunkStats total;
-    for (int chunk = 0; chunk < plan.tasks_per_mask; ++chunk) {
-      const ChunkStats& part = chunks[mask * static_cast<std::size_t>(plan.tasks_per_mask) + static_cast<std::size_t>(chunk)];
+    for (std::size_t chunk = 0; chunk < parts; ++chunk) {
+      const ChunkStats& part = chunks[mask * parts + chunk];
       total.in_mask += part.in_mask;
       total.in_intersection += part.in_intersection;
       total.in_union += part.in_union;
@@ -657,9 +716,7 @@ void mask_stats(const float* low_res, std::size_t n_masks, const UpsampleGeometr
     if (keep) {
       RunBuilder runs;
       runs.add(false, pad_left);
-      for (int chunk = 0; chunk < plan.tasks_per_mask; ++chunk) {
-        runs.append(chunks[mask * static_cast<std::size_t>(plan.tasks_per_mask) + static_cast<std::size_t>(chunk)].runs);
-      }
+      for (std::size_t chunk = 0; chunk < parts; ++chunk) runs.append(chunks[mask * parts + chunk].runs);
       runs.add(false, pad_right);
       rle_counts[mask] = runs.finish();
     }

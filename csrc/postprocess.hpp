@@ -7,10 +7,12 @@
 // steps are separable with non-negative weights that sum to 1, so each output row
 // (column) is a fixed combination of at most 3 consecutive source rows (columns). The
 // kernels here precompute those per-axis taps once per call and evaluate the composite
-// directly, one output tile of kTileWidth columns at a time, never materializing more
-// than a tile of full-resolution values per worker. Thresholded outputs skip the
-// arithmetic wherever every contributing source value lies on the same side of every
-// threshold (a convex combination cannot cross a threshold its inputs all clear).
+// directly: source rows are interpolated across the output columns as needed (a worker
+// holds at most 4 of them), then combined into output rows. mask_stats walks each tile of
+// 64 output columns top to bottom, for column-major RLE; the dense outputs are written in
+// row-major bands. Thresholded outputs skip the arithmetic wherever every contributing
+// source value lies on the same side of every threshold (a convex combination cannot
+// cross a threshold its inputs all clear).
 //
 // Values agree with the official float32 torch path up to rounding (about 1e-6 of the
 // logits' magnitude): a pixel whose interpolated logit is within rounding of a threshold

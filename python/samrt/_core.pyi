@@ -1,5 +1,7 @@
 """Type stubs for samrt's compiled kernels (csrc/bindings)."""
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -57,3 +59,20 @@ def mask_stats(
     npt.NDArray[np.float32],
     list[npt.NDArray[np.uint32] | None],
 ]: ...
+
+# --- RLE (csrc/bindings/bind_rle.cpp; public API in samrt.masks) ---
+# Counts: compressed (bytes, bytearray, str) or uncompressed (a 1-D sequence of ints).
+
+def rle_encode(masks: npt.NDArray[np.bool_] | npt.NDArray[np.uint8]) -> list[bytes]: ...
+def rle_decode(rles: list[Any], h: int, w: int) -> npt.NDArray[np.bool_]: ...
+def rle_area(rles: list[Any], sizes: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]: ...
+def rle_to_bbox(rles: list[Any], sizes: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]: ...
+def rle_iou(
+    dt: list[Any],
+    gt: list[Any],
+    h: int,
+    w: int,
+    iscrowd: npt.NDArray[np.bool_] | npt.NDArray[np.integer[Any]],
+) -> npt.NDArray[np.float64]: ...
+def rle_compress(rles: list[Any], sizes: npt.NDArray[np.int64]) -> list[bytes]: ...
+def rle_decompress(rles: list[Any], sizes: npt.NDArray[np.int64]) -> list[list[int]]: ...

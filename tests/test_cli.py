@@ -1,0 +1,145 @@
+"""The samrt command line, driven as a user would: subprocesses and temporary folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools.coco import COCO
+
+FAST = ["--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
+
+
+def samrt(*args: str, check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "samrt.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"samrt {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def _photo(seed: int, size: tuple[int, int] = (96, 128)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, size=(6, 8, 3)).astype(np.uint8)
+    return np.asarray(Image.fromarray(base).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+
+
+@pytest.fixture
+def mixed_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(_photo(0)).save(folder / "good.jpg", quality=95)
+    rgba = np.dstack([_photo(1), np.full((96, 128), 128, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(folder / "alpha.png")
+    Image.fromarray(_photo(2)[..., 0]).save(folder / "gray.tiff")
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_text("not an image\n")
+    return folder
+
+
+def test_folder_with_good_and_bad_files(tiny_model: Any, mixed_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = samrt("segment", str(mixed_folder), "--engine", str(tiny_model.engine_dir), "--out", str(out), *FAST)
+    assert result.returncode == 1, result.stderr  # some images failed
+    assert sorted(p.name for p in out.iterdir()) == ["alpha.png.json", "good.jpg.json", "gray.tiff.json"]
+    assert "empty.jpg" in result.stderr and "text.jpg" in result.stderr
+    assert "3 segmented" in result.stdout and "2 failed" in result.stdout
+    record = json.loads((out / "good.jpg.json").read_text())
+    assert record["image"]["height"] == 96 and record["image"]["width"] == 128
+    assert record["annotations"], "thresholds at 0 keep masks"
+    ann = record["annotations"][0]
+    assert list(ann) == ["segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"]
+
+
+def test_up_to_date_outputs_are_skipped(tiny_model: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(_photo(3)).save(folder / "a.png")
+    out = tmp_path / "out"
+    args = ["segment", str(folder), "--engine", str(tiny_model.engine_dir), "--out", str(out), *FAST]
+    samrt(*args, check=True)
+    first = (out / "a.png.json").stat().st_mtime_ns
+    assert "1 up to date" in samrt(*args, check=True).stdout
+    assert (out / "a.png.json").stat().st_mtime_ns == first
+    samrt(*args, "--overwrite", check=True)
+    assert (out / "a.png.json").stat().st_mtime_ns > first
+
+
+def test_killed_run_resumes_to_identical_outputs(tiny_model: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(8):
+        Image.fromarray(_photo(10 + i, (120, 90))).save(folder / f"img{i}.png")
+    args = ["--engine", str(tiny_model.engine_dir), "--overlay", *FAST]
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    samrt("segment", str(folder), "--out", str(reference), *args, check=True)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "samrt.cli", "segment", str(folder), "--out", str(resumed), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(list(resumed.glob("*.json"))) < 2:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(list(resumed.glob("*.json"))) < 8, "the run finished before it could be killed"
+
+    samrt("segment", str(folder), "--out", str(resumed), *args, check=True)
+    ref_files = sorted(p.relative_to(reference) for p in reference.rglob("*") if p.is_file())
+    got_files = sorted(p.relative_to(resumed) for p in resumed.rglob("*") if p.is_file())
+    assert got_files == ref_files
+    for rel in ref_files:
+        assert (resumed / rel).read_bytes() == (reference / rel).read_bytes(), rel
+
+
+def test_coco_output_loads_in_pycocotools(tiny_model: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(_photo(20 + i)).save(folder / f"p{i}.jpg")
+    out = tmp_path / "out"
+    samrt("segment", str(folder), "--engine", str(tiny_model.engine_dir), "--out", str(out), "--format", "coco",
+          *FAST, check=True)
+    coco = COCO(str(out / "coco_annotations.json"))
+    assert len(coco.getImgIds()) == 2
+    ann_ids = coco.getAnnIds()
+    assert ann_ids
+    for ann in coco.loadAnns(ann_ids):
+        mask = coco.annToMask(ann)
+        assert mask.shape == (96, 128)
+        assert int(mask.sum()) == ann["area"]
+
+
+def test_point_prompt_mode(tiny_model: Any, tmp_path: Path) -> None:
+    image = tmp_path / "one.png"
+    Image.fromarray(_photo(30)).save(image)
+    out = tmp_path / "out"
+    samrt("segment", str(image), "--engine", str(tiny_model.engine_dir), "--out", str(out),
+          "--point", "40,30", "--point", "100,80,0", "--single-mask", check=True)
+    anns = json.loads((out / "one.png.json").read_text())["annotations"]
+    assert len(anns) == 1 and anns[0]["point_coords"] == [[40.0, 30.0], [100.0, 80.0]]
+
+
+def test_bad_prompt_is_a_one_line_error(tiny_model: Any, tmp_path: Path) -> None:
+    image = tmp_path / "one.png"
+    Image.fromarray(_photo(31)).save(image)
+    result = samrt("segment", str(image), "--engine", str(tiny_model.engine_dir), "--out", str(tmp_path / "o"),
+                   "--box", "10,10,5")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "--box" in result.stderr
+
+
+def test_info(tiny_model: Any) -> None:
+    result = samrt("info", str(tiny_model.engine_dir), check=True)
+    assert "verified" in result.stdout and "CPUExecutionProvider" in result.stdout
