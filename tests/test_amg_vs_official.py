@@ -209,6 +209,41 @@ def test_cases_exercise_cleanup_and_crops(scenes: dict[str, np.ndarray], shared_
     assert any(r["crop_box"] != full for r in crops) and any(r["crop_box"] == full for r in crops)
 
 
+# -- real exported models --------------------------------------------------------------------
+
+# Thresholds at 0 so every mask reaches post-processing. A randomly initialized SAM answers
+# every point with about the same image-wide blob, so default NMS would leave one mask:
+# box_nms_thresh=1.0 keeps them all, and each one is compared.
+REAL_MODEL_PARAMS = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
+
+
+def _downscaled(image: np.ndarray, factor: int) -> np.ndarray:
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    return np.asarray(Image.fromarray(image).resize((w // factor, h // factor), Image.Resampling.BILINEAR))
+
+
+def _compare_on_real_model(exported: Any, image: np.ndarray, params: dict[str, Any]) -> None:
+    from segment_anything import SamAutomaticMaskGenerator
+
+    ours = AutomaticMaskGenerator(samrt.Model(exported.engine_dir), **params).generate(image)
+    theirs = SamAutomaticMaskGenerator(exported.official_sam(), **params).generate(image)
+    assert len(ours) == 3 * params["points_per_side"] ** 2
+    assert_records_match(ours, theirs)
+
+
+def test_tiny_model_matches_official(tiny_model: Any, sample_image: Any) -> None:
+    image = _downscaled(sample_image("dog.jpg"), 6)
+    _compare_on_real_model(tiny_model, image, {**REAL_MODEL_PARAMS, "points_per_side": 4})
+
+
+@pytest.mark.slow
+def test_vit_b_matches_official(vit_b_model: Any, sample_image: Any) -> None:
+    image = _downscaled(sample_image("truck.jpg"), 2)
+    _compare_on_real_model(vit_b_model, image, {**REAL_MODEL_PARAMS, "points_per_side": 8})
+
+
 # -- empty results -------------------------------------------------------------------------
 
 

@@ -537,18 +537,20 @@ class AutomaticMaskGenerator:
 
     def _records(self, masks: _Masks, image_size: tuple[int, int]) -> list[dict[str, Any]]:
         h, w = image_size
+        compressed: list[Any] = []
+        if self.output_mode == "coco_rle" and len(masks):
+            compressed = compress_rle([{"size": [h, w], "counts": counts} for counts in masks.rles])
         records = []
         for i in range(len(masks)):
             counts = masks.rles[i]
-            uncompressed = {"size": [h, w], "counts": counts.tolist()}
             segmentation: Any
             if self.output_mode == "binary_mask":
-                segmentation = decode_rle(uncompressed)
+                segmentation = decode_rle({"size": [h, w], "counts": counts})
             elif self.output_mode == "coco_rle":
-                compressed = compress_rle(uncompressed)
-                segmentation = {"size": [h, w], "counts": bytes(compressed["counts"]).decode("utf-8")}
+                # As the official coco_encode_rle: str counts, so records serialize to json.
+                segmentation = {"size": [h, w], "counts": compressed[i]["counts"].decode("utf-8")}
             else:
-                segmentation = uncompressed
+                segmentation = {"size": [h, w], "counts": counts.tolist()}
             records.append(
                 {
                     "segmentation": segmentation,
