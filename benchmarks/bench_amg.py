@@ -39,7 +39,11 @@ TARGET_OUTSIDE_MODEL_SPEEDUP = 10.0
 
 
 def _generator_params(points_per_side: int) -> dict[str, Any]:
-    return {"points_per_side": points_per_side, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    return {
+        "points_per_side": points_per_side,
+        "pred_iou_thresh": 0.0,
+        "stability_score_thresh": 0.0,
+    }
 
 
 def _peak_rss_mib() -> float:
@@ -89,7 +93,10 @@ def _summaries(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append(
             {
                 "rle": {"size": rle["size"], "counts": rle["counts"].decode()},
-                **{k: record[k] for k in ("area", "bbox", "predicted_iou", "stability_score", "crop_box")},
+                **{
+                    k: record[k]
+                    for k in ("area", "bbox", "predicted_iou", "stability_score", "crop_box")
+                },
                 "point_coords": record["point_coords"],
             }
         )
@@ -182,11 +189,20 @@ def _prepare(args: argparse.Namespace) -> tuple[Path, Path]:
         return engine, checkpoint
     import samrt_export
 
-    config = samrt_export.TINY_CONFIG if args.model_type == "tiny" else samrt_export.OFFICIAL_CONFIGS[args.model_type]
+    config = (
+        samrt_export.TINY_CONFIG
+        if args.model_type == "tiny"
+        else samrt_export.OFFICIAL_CONFIGS[args.model_type]
+    )
     workdir.mkdir(parents=True, exist_ok=True)
-    print(f"exporting {args.model_type} (random weights, seed {args.seed}) to {engine} ...", flush=True)
+    print(
+        f"exporting {args.model_type} (random weights, seed {args.seed}) to {engine} ...",
+        flush=True,
+    )
     samrt_export.save_random_checkpoint(config, args.seed, checkpoint)
-    samrt_export.export_engine(args.model_type, checkpoint=checkpoint, out_dir=engine, overwrite=True)
+    samrt_export.export_engine(
+        args.model_type, checkpoint=checkpoint, out_dir=engine, overwrite=True
+    )
     return engine, checkpoint
 
 
@@ -221,7 +237,7 @@ def _agreement(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> dict
 
     if not ours or not theirs:
         return {"matched_0.99": 0, "ours": len(ours), "official": len(theirs)}
-    to_bytes = lambda r: {"size": r["rle"]["size"], "counts": r["rle"]["counts"].encode()}  # noqa: E731
+    to_bytes = lambda r: {"size": r["rle"]["size"], "counts": r["rle"]["counts"].encode()}
     iou = rle_iou([to_bytes(r) for r in ours], [to_bytes(r) for r in theirs])
     matched: dict[int, int] = {}
     for flat in np.argsort(-iou, axis=None, kind="stable"):
@@ -231,13 +247,21 @@ def _agreement(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> dict
         if i not in matched and j not in matched.values():
             matched[i] = j
     good = [(i, j) for i, j in matched.items() if iou[i, j] >= 0.99]
-    d_iou = max((abs(ours[i]["predicted_iou"] - theirs[j]["predicted_iou"]) for i, j in good), default=0.0)
+    d_iou = max(
+        (abs(ours[i]["predicted_iou"] - theirs[j]["predicted_iou"]) for i, j in good), default=0.0
+    )
     d_stab = max(
-        (abs(ours[i]["stability_score"] - theirs[j]["stability_score"]) for i, j in good
-         if not (np.isnan(ours[i]["stability_score"]) and np.isnan(theirs[j]["stability_score"]))),
+        (
+            abs(ours[i]["stability_score"] - theirs[j]["stability_score"])
+            for i, j in good
+            if not (np.isnan(ours[i]["stability_score"]) and np.isnan(theirs[j]["stability_score"]))
+        ),
         default=0.0,
     )
-    d_box = max((int(np.abs(np.subtract(ours[i]["bbox"], theirs[j]["bbox"])).max()) for i, j in good), default=0)
+    d_box = max(
+        (int(np.abs(np.subtract(ours[i]["bbox"], theirs[j]["bbox"])).max()) for i, j in good),
+        default=0,
+    )
     return {
         "ours": len(ours),
         "official": len(theirs),
@@ -251,9 +275,11 @@ def _agreement(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> dict
 def _report(official: dict[str, Any], ours: dict[str, Any], args: argparse.Namespace) -> None:
     image = _load_image(Path(args.image))
     print()
-    print(f"image {args.image} ({image.shape[1]}x{image.shape[0]}), {args.model_type} random weights seed {args.seed}, "
-          f"points_per_side={args.points_per_side}, pred_iou_thresh=0, stability_score_thresh=0, "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"image {args.image} ({image.shape[1]}x{image.shape[0]}), {args.model_type} random weights seed {args.seed}, "
+        f"points_per_side={args.points_per_side}, pred_iou_thresh=0, stability_score_thresh=0, "
+        f"{os.cpu_count()} CPUs"
+    )
     print(f"{'':24}{'official':>12}{'samrt':>12}{'ratio':>10}   target")
     rows = [
         ("end-to-end (s)", "total_s", TARGET_SPEEDUP, "speedup"),
@@ -267,25 +293,41 @@ def _report(official: dict[str, Any], ours: dict[str, Any], args: argparse.Names
         a, b = official[key], ours[key]
         if kind == "speedup":
             ratio = a / b if b > 0 else float("inf")
-            verdict = "" if target is None else (f">= {target}x  " + ("met" if ratio >= target else "MISSED"))
+            verdict = (
+                ""
+                if target is None
+                else (f">= {target}x  " + ("met" if ratio >= target else "MISSED"))
+            )
             print(f"{label:24}{a:12.2f}{b:12.2f}{ratio:9.2f}x   {verdict}")
         else:
             ratio = b / a if a > 0 else float("inf")
-            verdict = "" if target is None else (f"<= {target}  " + ("met" if ratio <= target else "MISSED"))
+            verdict = (
+                ""
+                if target is None
+                else (f"<= {target}  " + ("met" if ratio <= target else "MISSED"))
+            )
             print(f"{label:24}{a:12.0f}{b:12.0f}{ratio:10.3f}   {verdict}")
-    print(f"decoder calls: official {official['decoder_calls'] // 2} batches, samrt {ours['decoder_calls']}")
+    print(
+        f"decoder calls: official {official['decoder_calls'] // 2} batches, samrt {ours['decoder_calls']}"
+    )
     agreement = _agreement(ours["records"], official["records"])
     print("agreement:", json.dumps(agreement))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--image", default=str(DEFAULT_IMAGE))
-    parser.add_argument("--model-type", default="vit_b", choices=["vit_b", "vit_l", "vit_h", "tiny"])
+    parser.add_argument(
+        "--model-type", default="vit_b", choices=["vit_b", "vit_l", "vit_h", "tiny"]
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--points-per-side", type=int, default=32)
     parser.add_argument("--workdir", default=str(DEFAULT_WORKDIR))
-    parser.add_argument("--only", choices=["samrt", "official"], help="run one side (no comparison)")
+    parser.add_argument(
+        "--only", choices=["samrt", "official"], help="run one side (no comparison)"
+    )
     parser.add_argument("--child", choices=["samrt", "official"], help=argparse.SUPPRESS)
     parser.add_argument("--engine", help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
@@ -303,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, which):
             results[which] = _child(which, engine, checkpoint, args)
             r = results[which]
-            print(f"  {which}: {r['total_s']:.1f} s, peak {r['peak_rss_mib']:.0f} MiB, {len(r['records'])} masks")
+            print(
+                f"  {which}: {r['total_s']:.1f} s, peak {r['peak_rss_mib']:.0f} MiB, {len(r['records'])} masks"
+            )
     if len(results) == 2:
         _report(results["official"], results["samrt"], args)
     return 0

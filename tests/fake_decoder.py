@@ -39,7 +39,6 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
-
 from samrt import contract
 from samrt.backends.base import Backend
 from samrt.manifest import Manifest
@@ -76,7 +75,9 @@ N_LABELS = len(PALETTE)
 # -- scenes ----------------------------------------------------------------------------------
 
 
-def make_scene(height: int, width: int, seed: int = 0, n_objects: int = 26) -> npt.NDArray[np.uint8]:
+def make_scene(
+    height: int, width: int, seed: int = 0, n_objects: int = 26
+) -> npt.NDArray[np.uint8]:
     """An RGB test image painted with palette colours: objects of varied size (ellipses,
     boxes, rings with holes, objects with stray small islands, some cut by the image
     edges), drawn over each other on the background colour."""
@@ -159,13 +160,19 @@ def fake_encode(normalized: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     colour_labels = np.argmin(squared, axis=1)
     colour_labels[np.min(squared, axis=1) > _MAX_COLOUR_DISTANCE**2] = 0
     labels = colour_labels[where.reshape(-1)]
-    embedding = np.zeros((1, contract.EMBEDDING_DIM, contract.EMBEDDING_SIZE, contract.EMBEDDING_SIZE), np.float32)
+    embedding = np.zeros(
+        (1, contract.EMBEDDING_DIM, contract.EMBEDDING_SIZE, contract.EMBEDDING_SIZE), np.float32
+    )
     embedding[0, :_LABEL_CHANNELS] = labels.astype(np.float32).reshape(_LABEL_CHANNELS, 64, 64)
     return embedding
 
 
 def labels_of(embedding: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
-    return np.asarray(embedding, dtype=np.float32)[0, :_LABEL_CHANNELS].reshape(LOW, LOW).astype(np.int64)
+    return (
+        np.asarray(embedding, dtype=np.float32)[0, :_LABEL_CHANNELS]
+        .reshape(LOW, LOW)
+        .astype(np.int64)
+    )
 
 
 def _unit_hash(*values: float) -> float:
@@ -211,10 +218,15 @@ class _LabelFields:
         found = self._groups.get(label)
         if found is None:
             region = self.labels == label
-            ring = cv2.dilate(region.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & ~region
+            ring = (
+                cv2.dilate(region.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+                & ~region
+            )
             neighbours = np.unique(self.labels[ring])
             neighbours = neighbours[neighbours != 0] if label != 0 else neighbours[:0]
-            found = self._groups[label] = _signed_distance(region | np.isin(self.labels, neighbours))
+            found = self._groups[label] = _signed_distance(
+                region | np.isin(self.labels, neighbours)
+            )
         return found
 
 
@@ -240,7 +252,9 @@ def _fields_of(embedding: npt.NDArray[np.float32]) -> _LabelFields:
 
 
 def fake_decode(
-    embedding: npt.NDArray[np.float32], point_coords: npt.NDArray[Any], point_labels: npt.NDArray[Any]
+    embedding: npt.NDArray[np.float32],
+    point_coords: npt.NDArray[Any],
+    point_labels: npt.NDArray[Any],
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """(iou [P,4], low-res logits [P,4,256,256]) for P prompts; each prompt's first
     foreground point (1024 frame) picks the object."""
@@ -252,12 +266,16 @@ def fake_decode(
     logits = np.empty((n_prompts, contract.NUM_MASK_OUTPUTS, LOW, LOW), dtype=np.float32)
     for p in range(n_prompts):
         foreground = np.flatnonzero(prompt_labels[p] == contract.LABEL_FOREGROUND)
-        x, y = (coords[p, foreground[0]] if len(foreground) else np.array([-1, -1], np.float32)).tolist()
+        x, y = (
+            coords[p, foreground[0]] if len(foreground) else np.array([-1, -1], np.float32)
+        ).tolist()
         iou[p], logits[p] = _decode_point(fields, x, y)
     return iou, logits
 
 
-def _decode_point(fields: _LabelFields, x: float, y: float) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+def _decode_point(
+    fields: _LabelFields, x: float, y: float
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     # Coordinates go through float32 on both sides, so these are the same numbers.
     col, row = int(np.floor(x / STRIDE)), int(np.floor(y / STRIDE))
     inside = 0 <= col < LOW and 0 <= row < LOW
@@ -374,7 +392,9 @@ def _fake_sam_predictor_class() -> type:
         official set_image (resize), Sam.preprocess and Sam.postprocess_masks still run."""
 
         @torch.no_grad()
-        def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]) -> None:
+        def set_torch_image(
+            self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]
+        ) -> None:
             assert transformed_image.ndim == 4 and max(*transformed_image.shape[2:]) == FRAME
             self.reset_image()
             self.original_size = original_image_size
@@ -394,9 +414,18 @@ def _fake_sam_predictor_class() -> type:
             return_logits: bool = False,
         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             if not self.is_image_set:
-                raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
-            assert point_coords is not None and point_labels is not None and boxes is None and mask_input is None
-            iou, low = fake_decode(self.features.numpy(), point_coords.numpy(), point_labels.numpy())
+                raise RuntimeError(
+                    "An image must be set with .set_image(...) before mask prediction."
+                )
+            assert (
+                point_coords is not None
+                and point_labels is not None
+                and boxes is None
+                and mask_input is None
+            )
+            iou, low = fake_decode(
+                self.features.numpy(), point_coords.numpy(), point_labels.numpy()
+            )
             chosen = slice(1, None) if multimask_output else slice(0, 1)
             iou_predictions = torch.from_numpy(np.ascontiguousarray(iou[:, chosen]))
             low_res_masks = torch.from_numpy(np.ascontiguousarray(low[:, chosen]))

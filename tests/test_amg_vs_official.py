@@ -17,10 +17,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+import samrt
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import samrt
 from samrt.amg import (
     AutomaticMaskGenerator,
     build_all_layer_point_grids,
@@ -34,14 +33,22 @@ official_amg = pytest.importorskip("segment_anything.automatic_mask_generator")
 official_utils = pytest.importorskip("segment_anything.utils.amg")
 mask_utils = pytest.importorskip("pycocotools.mask")
 
-from fake_decoder import (  # noqa: E402
+from fake_decoder import (
     fake_model,
     make_scene,
     official_generator,
     single_colour_image,
 )
 
-RECORD_KEYS = ["segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"]
+RECORD_KEYS = [
+    "segmentation",
+    "area",
+    "bbox",
+    "predicted_iou",
+    "point_coords",
+    "stability_score",
+    "crop_box",
+]
 
 SCENES = {
     "small": lambda: make_scene(180, 240, seed=1),
@@ -67,7 +74,9 @@ def shared_fake_model() -> Any:
 _official_masks: dict[str, Any] = {}
 
 
-def run_official(image_name: str, image: np.ndarray, params: dict[str, Any]) -> list[dict[str, Any]]:
+def run_official(
+    image_name: str, image: np.ndarray, params: dict[str, Any]
+) -> list[dict[str, Any]]:
     generator = official_generator(**params)
     shared = {k: v for k, v in params.items() if k not in ("output_mode", "min_mask_region_area")}
     key = f"{image_name}:{sorted((k, repr(v)) for k, v in shared.items())}"
@@ -112,7 +121,9 @@ def assert_records_match(ours: list[dict[str, Any]], theirs: list[dict[str, Any]
     for record in ours:
         assert list(record) == RECORD_KEYS
     ours_masks = np.stack([as_bool_mask(r["segmentation"]) for r in ours]).reshape(len(ours), -1)
-    theirs_masks = np.stack([as_bool_mask(r["segmentation"]) for r in theirs]).reshape(len(theirs), -1)
+    theirs_masks = np.stack([as_bool_mask(r["segmentation"]) for r in theirs]).reshape(
+        len(theirs), -1
+    )
     inter = ours_masks.astype(np.float32) @ theirs_masks.T.astype(np.float32)
     union = ours_masks.sum(1)[:, None] + theirs_masks.sum(1)[None, :] - inter
     iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
@@ -129,7 +140,9 @@ def assert_records_match(ours: list[dict[str, Any]], theirs: list[dict[str, Any]
         assert _close(a["predicted_iou"], b["predicted_iou"], 1e-3), where
         # An empty mask has stability 0/0 = NaN on both sides (kept when the threshold is 0).
         assert _close(a["stability_score"], b["stability_score"], 1e-3), where
-        assert np.abs(np.subtract(a["bbox"], b["bbox"])).max() <= 1, f"{where}: {a['bbox']} vs {b['bbox']}"
+        assert np.abs(np.subtract(a["bbox"], b["bbox"])).max() <= 1, (
+            f"{where}: {a['bbox']} vs {b['bbox']}"
+        )
         assert a["crop_box"] == b["crop_box"], where
         assert a["point_coords"] == b["point_coords"], where
         assert abs(a["area"] - b["area"]) <= max(1, 0.01 * b["area"]), where
@@ -146,7 +159,10 @@ CASES = {
     "defaults-uncompressed-rle": ("small", {"output_mode": "uncompressed_rle"}),
     "defaults-coco-rle": ("small", {"output_mode": "coco_rle"}),
     "defaults-min-region-100": ("small", {"min_mask_region_area": 100}),
-    "crop-layer": ("wide", {"points_per_side": 12, "crop_n_layers": 1, "crop_n_points_downscale_factor": 2}),
+    "crop-layer": (
+        "wide",
+        {"points_per_side": 12, "crop_n_layers": 1, "crop_n_points_downscale_factor": 2},
+    ),
     "crop-layer-min-region-coco": (
         "wide",
         {
@@ -159,7 +175,12 @@ CASES = {
     ),
     "two-crop-layers": (
         "tall",
-        {"points_per_side": 3, "crop_n_layers": 2, "crop_overlap_ratio": 0.25, "min_mask_region_area": 40},
+        {
+            "points_per_side": 3,
+            "crop_n_layers": 2,
+            "crop_overlap_ratio": 0.25,
+            "min_mask_region_area": 40,
+        },
     ),
     "no-thresholds-odd-batches": (
         "small",
@@ -174,7 +195,12 @@ CASES = {
     ),
     "point-grids": (
         "tall",
-        {"points_per_side": None, "point_grids": [GRID_50], "stability_score_offset": 0.5, "pred_iou_thresh": 0.8},
+        {
+            "points_per_side": None,
+            "point_grids": [GRID_50],
+            "stability_score_offset": 0.5,
+            "pred_iou_thresh": 0.8,
+        },
     ),
 }
 
@@ -190,7 +216,9 @@ def run_ours(case: str, scenes: dict[str, np.ndarray], model: Any) -> list[dict[
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_fake_decoder_matches_official(case: str, scenes: dict[str, np.ndarray], shared_fake_model: Any) -> None:
+def test_fake_decoder_matches_official(
+    case: str, scenes: dict[str, np.ndarray], shared_fake_model: Any
+) -> None:
     image_name, params = CASES[case]
     ours = run_ours(case, scenes, shared_fake_model)
     theirs = run_official(image_name, scenes[image_name], params)
@@ -199,10 +227,16 @@ def test_fake_decoder_matches_official(case: str, scenes: dict[str, np.ndarray],
     assert len(ours) >= 5
 
 
-def test_cases_exercise_cleanup_and_crops(scenes: dict[str, np.ndarray], shared_fake_model: Any) -> None:
+def test_cases_exercise_cleanup_and_crops(
+    scenes: dict[str, np.ndarray], shared_fake_model: Any
+) -> None:
     plain = run_ours("defaults-uncompressed-rle", scenes, shared_fake_model)
-    cleaned = [r["segmentation"] for r in run_ours("defaults-min-region-100", scenes, shared_fake_model)]
-    assert [official_utils.rle_to_mask(r["segmentation"]).tolist() for r in plain] != [m.tolist() for m in cleaned]
+    cleaned = [
+        r["segmentation"] for r in run_ours("defaults-min-region-100", scenes, shared_fake_model)
+    ]
+    assert [official_utils.rle_to_mask(r["segmentation"]).tolist() for r in plain] != [
+        m.tolist() for m in cleaned
+    ]
 
     full = [0, 0, 320, 200]
     crops = run_ours("crop-layer", scenes, shared_fake_model)
@@ -221,7 +255,9 @@ def _downscaled(image: np.ndarray, factor: int) -> np.ndarray:
     from PIL import Image
 
     h, w = image.shape[:2]
-    return np.asarray(Image.fromarray(image).resize((w // factor, h // factor), Image.Resampling.BILINEAR))
+    return np.asarray(
+        Image.fromarray(image).resize((w // factor, h // factor), Image.Resampling.BILINEAR)
+    )
 
 
 def _compare_on_real_model(exported: Any, image: np.ndarray, params: dict[str, Any]) -> None:
@@ -266,9 +302,16 @@ def test_no_mask_survives_with_crops(shared_fake_model: Any) -> None:
     assert generator.generate(single_colour_image(90, 120)) == []
 
 
-def test_image_too_small_for_a_crop_layer(shared_fake_model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_image_too_small_for_a_crop_layer(
+    shared_fake_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     image = make_scene(1, 3, seed=4, n_objects=3)
-    params = {"points_per_side": 2, "crop_n_layers": 1, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    params = {
+        "points_per_side": 2,
+        "crop_n_layers": 1,
+        "pred_iou_thresh": 0.0,
+        "stability_score_thresh": 0.0,
+    }
     boxes, _ = generate_crop_boxes((1, 3), 1, 512 / 1500)
     assert any(b[2] <= b[0] or b[3] <= b[1] for b in boxes), "the case must contain empty crops"
     ours = AutomaticMaskGenerator(shared_fake_model, **params).generate(image)
@@ -315,7 +358,10 @@ INVALID = [
     ({"crop_overlap_ratio": 1.0}, "crop_overlap_ratio"),
     ({"crop_overlap_ratio": -0.1}, "crop_overlap_ratio"),
     ({"crop_n_points_downscale_factor": 0}, "crop_n_points_downscale_factor"),
-    ({"points_per_side": 2, "crop_n_layers": 1, "crop_n_points_downscale_factor": 4}, "crop_n_points_downscale_factor"),
+    (
+        {"points_per_side": 2, "crop_n_layers": 1, "crop_n_points_downscale_factor": 4},
+        "crop_n_points_downscale_factor",
+    ),
     ({"min_mask_region_area": -1}, "min_mask_region_area"),
     ({"output_mode": "png"}, "output_mode"),
     ({"output_mode": None}, "output_mode"),
@@ -323,7 +369,9 @@ INVALID = [
 ]
 
 
-@pytest.mark.parametrize(("params", "name"), INVALID, ids=[f"{n}-{i}" for i, (_, n) in enumerate(INVALID)])
+@pytest.mark.parametrize(
+    ("params", "name"), INVALID, ids=[f"{n}-{i}" for i, (_, n) in enumerate(INVALID)]
+)
 def test_invalid_parameters(params: dict[str, Any], name: str, shared_fake_model: Any) -> None:
     with pytest.raises(ValueError, match=name):
         AutomaticMaskGenerator(shared_fake_model, **params)
@@ -352,13 +400,17 @@ def test_invalid_model_and_image(shared_fake_model: Any) -> None:
         generator.generate(np.zeros((20, 20, 4), dtype=np.uint8))
 
 
-def test_accepts_predictor_model_and_reuses_predictor(scenes: dict[str, np.ndarray], shared_fake_model: Any) -> None:
+def test_accepts_predictor_model_and_reuses_predictor(
+    scenes: dict[str, np.ndarray], shared_fake_model: Any
+) -> None:
     predictor = Predictor(shared_fake_model)
     by_predictor = AutomaticMaskGenerator(predictor, points_per_side=6)
     assert by_predictor.predictor is predictor
     by_model = AutomaticMaskGenerator(shared_fake_model, points_per_side=6)
     assert by_model.predictor.model is shared_fake_model
-    assert _plain(by_predictor.generate(scenes["small"])) == _plain(by_model.generate(scenes["small"]))
+    assert _plain(by_predictor.generate(scenes["small"])) == _plain(
+        by_model.generate(scenes["small"])
+    )
     assert not predictor.is_image_set  # reset after each crop, as the official does
 
 
@@ -372,9 +424,9 @@ def _plain(records: list[dict[str, Any]]) -> list[Any]:
 def test_progress_callback(scenes: dict[str, np.ndarray], shared_fake_model: Any) -> None:
     calls: list[tuple[int, int]] = []
     params = {"points_per_side": 6, "points_per_batch": 10, "crop_n_layers": 1}
-    AutomaticMaskGenerator(shared_fake_model, **params, progress=lambda d, t: calls.append((d, t))).generate(
-        scenes["small"]
-    )
+    AutomaticMaskGenerator(
+        shared_fake_model, **params, progress=lambda d, t: calls.append((d, t))
+    ).generate(scenes["small"])
     total = 5 * 4  # 5 crops of 36 points in batches of 10
     assert calls == [(i, total) for i in range(1, total + 1)]
 
@@ -402,26 +454,32 @@ def test_progress_true_uses_tqdm(
             self.closed = True
 
     monkeypatch.setitem(sys.modules, "tqdm", types.SimpleNamespace(tqdm=FakeBar))
-    AutomaticMaskGenerator(shared_fake_model, points_per_side=6, progress=True).generate(scenes["small"])
+    AutomaticMaskGenerator(shared_fake_model, points_per_side=6, progress=True).generate(
+        scenes["small"]
+    )
     assert [(b.total, b.n, b.closed) for b in bars] == [(1, 1, True)]
 
 
 # -- concurrency -----------------------------------------------------------------------------
 
 
-def test_one_generator_per_thread_over_a_shared_model(scenes: dict[str, np.ndarray], shared_fake_model: Any) -> None:
+def test_one_generator_per_thread_over_a_shared_model(
+    scenes: dict[str, np.ndarray], shared_fake_model: Any
+) -> None:
     names = ["small", "wide", "tall"]
     params = {"points_per_side": 6, "output_mode": "uncompressed_rle"}
-    expected = {n: AutomaticMaskGenerator(shared_fake_model, **params).generate(scenes[n]) for n in names}
+    expected = {
+        n: AutomaticMaskGenerator(shared_fake_model, **params).generate(scenes[n]) for n in names
+    }
     results: dict[str, Any] = {}
-    errors: list[BaseException] = []
+    errors: list[Exception] = []
 
     def work(name: str) -> None:
         try:
             generator = AutomaticMaskGenerator(shared_fake_model, **params)
             for _ in range(2):
                 results[name] = generator.generate(scenes[name])
-        except BaseException as e:  # surfaced below
+        except Exception as e:  # noqa: BLE001 - re-raised in the main thread below
             errors.append(e)
 
     threads = [threading.Thread(target=work, args=(n,)) for n in names]
@@ -429,7 +487,8 @@ def test_one_generator_per_thread_over_a_shared_model(scenes: dict[str, np.ndarr
         t.start()
     for t in threads:
         t.join()
-    assert not errors
+    if errors:
+        raise errors[0]
     assert results == expected
 
 

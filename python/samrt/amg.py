@@ -25,6 +25,7 @@ its own generator over one shared :class:`samrt.Model`.
 
 from __future__ import annotations
 
+import importlib
 import math
 import numbers
 import os
@@ -108,7 +109,7 @@ def generate_crop_boxes(
 
 
 def _crop_length(full: int, n_crops: int, overlap: int) -> int:
-    return int(math.ceil((overlap * (n_crops - 1) + full) / n_crops))
+    return math.ceil((overlap * (n_crops - 1) + full) / n_crops)
 
 
 def is_box_near_crop_edge(
@@ -124,7 +125,8 @@ def is_box_near_crop_edge(
     full = np.asarray(boxes, dtype=np.float64) + np.array([x0, y0, x0, y0], dtype=np.float64)
     near_crop = np.abs(full - np.asarray(crop_box, dtype=np.float64)) <= atol
     near_image = np.abs(full - np.asarray(orig_box, dtype=np.float64)) <= atol
-    return np.any(near_crop & ~near_image, axis=1)
+    near: npt.NDArray[np.bool_] = np.any(near_crop & ~near_image, axis=1)
+    return near
 
 
 # -- the masks of a run, column by column (the official MaskData) ------------------------
@@ -177,7 +179,9 @@ class _Masks:
         )
 
 
-def _nms(boxes: npt.NDArray[np.int64], scores: npt.NDArray[np.float32], iou_threshold: float) -> npt.NDArray[np.int64]:
+def _nms(
+    boxes: npt.NDArray[np.int64], scores: npt.NDArray[np.float32], iou_threshold: float
+) -> npt.NDArray[np.int64]:
     """Class-agnostic NMS with the official's types: float32 boxes and scores."""
     return batched_nms(
         boxes.astype(np.float32),
@@ -189,8 +193,8 @@ def _nms(boxes: npt.NDArray[np.int64], scores: npt.NDArray[np.float32], iou_thre
 
 def _mask_boxes(masks: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
     """XYXY inclusive boxes of [N,H,W] masks; [0,0,0,0] for an empty mask."""
-    rows = masks.any(axis=2)
-    cols = masks.any(axis=1)
+    rows = np.any(masks, axis=2)
+    cols = np.any(masks, axis=1)
     boxes = np.zeros((len(masks), 4), dtype=np.int64)
     present = rows.any(axis=1)
     h, w = masks.shape[1:]
@@ -217,14 +221,20 @@ def _xywh(box: npt.NDArray[Any], as_float: bool) -> list[int] | list[float]:
 
 def _check_int(value: Any, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")  # noqa: TRY004 - as above
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
 
 
-def _check_float(value: Any, name: str, low: float, high: float | None = None, *, high_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+def _check_float(
+    value: Any, name: str, low: float, high: float | None = None, *, high_open: bool = False
+) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(float(value))
+    ):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     number = float(value)
     too_high = high is not None and (number >= high if high_open else number > high)
@@ -237,7 +247,7 @@ def _check_float(value: Any, name: str, low: float, high: float | None = None, *
 
 def _check_point_grids(point_grids: Any, n_layers: int) -> list[npt.NDArray[Any]]:
     if isinstance(point_grids, np.ndarray) or not isinstance(point_grids, Sequence):
-        raise ValueError(
+        raise ValueError(  # noqa: TRY004 - every bad parameter is a ValueError naming it
             f"point_grids must be a list of Nx2 arrays (one per crop layer), got {type(point_grids).__name__}"
         )
     if len(point_grids) < n_layers + 1:
@@ -253,7 +263,9 @@ def _check_point_grids(point_grids: Any, n_layers: int) -> list[npt.NDArray[Any]
         ):
             raise ValueError(f"point_grids[{i}] must hold numbers, got dtype {array.dtype}")
         if array.ndim != 2 or array.shape[1] != 2 or len(array) == 0:
-            raise ValueError(f"point_grids[{i}] must be a non-empty Nx2 array, got shape {array.shape}")
+            raise ValueError(
+                f"point_grids[{i}] must be a non-empty Nx2 array, got shape {array.shape}"
+            )
         if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
             raise ValueError(f"point_grids[{i}] must hold (x, y) normalized to [0, 1]")
         array.flags.writeable = False
@@ -263,7 +275,7 @@ def _check_point_grids(point_grids: Any, n_layers: int) -> list[npt.NDArray[Any]
 
 def _tqdm_progress() -> Callable[[int], Any]:
     try:
-        from tqdm import tqdm
+        tqdm = importlib.import_module("tqdm").tqdm
     except ImportError:
         raise ImportError(
             "progress=True needs the tqdm package (`pip install tqdm`); or pass a callback "
@@ -306,12 +318,18 @@ class AutomaticMaskGenerator:
     ) -> None:
         self.points_per_batch = _check_int(points_per_batch, "points_per_batch", 1)
         self.pred_iou_thresh = _check_float(pred_iou_thresh, "pred_iou_thresh", 0.0)
-        self.stability_score_thresh = _check_float(stability_score_thresh, "stability_score_thresh", 0.0)
-        self.stability_score_offset = _check_float(stability_score_offset, "stability_score_offset", 0.0)
+        self.stability_score_thresh = _check_float(
+            stability_score_thresh, "stability_score_thresh", 0.0
+        )
+        self.stability_score_offset = _check_float(
+            stability_score_offset, "stability_score_offset", 0.0
+        )
         self.box_nms_thresh = _check_float(box_nms_thresh, "box_nms_thresh", 0.0, 1.0)
         self.crop_n_layers = _check_int(crop_n_layers, "crop_n_layers", 0)
         self.crop_nms_thresh = _check_float(crop_nms_thresh, "crop_nms_thresh", 0.0, 1.0)
-        self.crop_overlap_ratio = _check_float(crop_overlap_ratio, "crop_overlap_ratio", 0.0, 1.0, high_open=True)
+        self.crop_overlap_ratio = _check_float(
+            crop_overlap_ratio, "crop_overlap_ratio", 0.0, 1.0, high_open=True
+        )
         self.crop_n_points_downscale_factor = _check_int(
             crop_n_points_downscale_factor, "crop_n_points_downscale_factor", 1
         )
@@ -389,15 +407,25 @@ class AutomaticMaskGenerator:
 
     def _generate_masks(self, image: npt.NDArray[np.uint8]) -> _Masks:
         orig_size = (int(image.shape[0]), int(image.shape[1]))
-        crop_boxes, layer_idxs = generate_crop_boxes(orig_size, self.crop_n_layers, self.crop_overlap_ratio)
+        crop_boxes, layer_idxs = generate_crop_boxes(
+            orig_size, self.crop_n_layers, self.crop_overlap_ratio
+        )
         # Crops of layers too fine for a tiny image can be empty; they hold no pixels, so
         # no masks (the official fails on them).
-        crops = [(box, layer) for box, layer in zip(crop_boxes, layer_idxs) if box[2] > box[0] and box[3] > box[1]]
+        crops = [
+            (box, layer)
+            for box, layer in zip(crop_boxes, layer_idxs)
+            if box[2] > box[0] and box[3] > box[1]
+        ]
 
-        total = sum(math.ceil(len(self.point_grids[layer]) / self.points_per_batch) for _, layer in crops)
+        total = sum(
+            math.ceil(len(self.point_grids[layer]) / self.points_per_batch) for _, layer in crops
+        )
         progress = _Progress(total, self._progress_callback, self._progress_bar)
         try:
-            parts = [self._process_crop(image, box, layer, orig_size, progress) for box, layer in crops]
+            parts = [
+                self._process_crop(image, box, layer, orig_size, progress) for box, layer in crops
+            ]
         finally:
             progress.close()
         masks = _Masks.concatenate(parts)
@@ -474,7 +502,7 @@ class AutomaticMaskGenerator:
                 predictor.original_size,
                 threshold=predictor.model.manifest.mask_threshold,
                 stability_offset=self.stability_score_offset,
-                crop_box=tuple(crop_box),
+                crop_box=(crop_box[0], crop_box[1], crop_box[2], crop_box[3]),
                 image_size=orig_size,
                 rle_min_stability=stability_thresh if stability_thresh > 0.0 else None,
             )
@@ -490,7 +518,9 @@ class AutomaticMaskGenerator:
         # The official computes boxes here; with no mask left they are float32 zeros(0, 4).
         boxes_are_float = len(index) == 0
 
-        near_edge = is_box_near_crop_edge(boxes[index], crop_box, [0, 0, orig_size[1], orig_size[0]])
+        near_edge = is_box_near_crop_edge(
+            boxes[index], crop_box, [0, 0, orig_size[1], orig_size[0]]
+        )
         index = index[~near_edge]
 
         rles = []
@@ -508,7 +538,9 @@ class AutomaticMaskGenerator:
             boxes_are_float=boxes_are_float,
         )
 
-    def _remove_small_regions(self, masks: _Masks, image_size: tuple[int, int], nms_thresh: float) -> _Masks:
+    def _remove_small_regions(
+        self, masks: _Masks, image_size: tuple[int, int], nms_thresh: float
+    ) -> _Masks:
         """Fills small holes, then drops small islands; NMS again, preferring unchanged
         masks; changed masks that survive get their new RLE and box."""
         h, w = image_size
@@ -517,16 +549,26 @@ class AutomaticMaskGenerator:
         new_rles: dict[int, npt.NDArray[np.uint32]] = {}
         for start in range(0, len(masks), _REGION_CHUNK):
             stop = min(start + _REGION_CHUNK, len(masks))
-            batch = decode_rle([{"size": [h, w], "counts": masks.rles[i]} for i in range(start, stop)])
-            batch, holes_changed = remove_small_regions_batch(batch, self.min_mask_region_area, "holes")
-            batch, islands_changed = remove_small_regions_batch(batch, self.min_mask_region_area, "islands")
-            chunk_changed = np.asarray(holes_changed, dtype=bool) | np.asarray(islands_changed, dtype=bool)
+            batch = decode_rle(
+                [{"size": [h, w], "counts": masks.rles[i]} for i in range(start, stop)]
+            )
+            batch, holes_changed = remove_small_regions_batch(
+                batch, self.min_mask_region_area, "holes"
+            )
+            batch, islands_changed = remove_small_regions_batch(
+                batch, self.min_mask_region_area, "islands"
+            )
+            chunk_changed = np.asarray(holes_changed, dtype=bool) | np.asarray(
+                islands_changed, dtype=bool
+            )
             changed[start:stop] = chunk_changed
             new_boxes[start:stop] = _mask_boxes(batch)
             redone = np.flatnonzero(chunk_changed)
             if len(redone):
-                for offset, rle in zip(redone.tolist(), encode_rle(batch[redone])):
-                    new_rles[start + offset] = np.asarray(decompress_rle(rle)["counts"], dtype=np.uint32)
+                encoded = encode_rle(batch[redone])
+                assert isinstance(encoded, list)  # a stack of masks gives a list
+                for offset, rle in zip(redone.tolist(), decompress_rle(encoded)):
+                    new_rles[start + offset] = np.asarray(rle["counts"], dtype=np.uint32)
         scores = np.where(changed, np.float32(0.0), np.float32(1.0)).astype(np.float32)
         keep = _nms(new_boxes, scores, nms_thresh)
         for i in keep.tolist():
@@ -568,11 +610,15 @@ class AutomaticMaskGenerator:
 class _Progress:
     """Counts finished decoder batches for a callback or a tqdm bar."""
 
-    def __init__(self, total: int, callback: ProgressCallback | None, bar_factory: Callable[..., Any] | None) -> None:
+    def __init__(
+        self, total: int, callback: ProgressCallback | None, bar_factory: Callable[..., Any] | None
+    ) -> None:
         self.total = total
         self.done = 0
         self.callback = callback
-        self.bar = None if bar_factory is None else bar_factory(total=total, unit="batch", desc="masks")
+        self.bar = (
+            None if bar_factory is None else bar_factory(total=total, unit="batch", desc="masks")
+        )
 
     def step(self) -> None:
         self.done += 1
