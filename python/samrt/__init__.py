@@ -8,10 +8,12 @@ the compiled kernels only: it never imports torch.
 from __future__ import annotations
 
 from ._core import __version__, get_num_threads, set_num_threads
+from .amg import AutomaticMaskGenerator
 from .errors import BackendUnavailableError, EngineDirError, ImageNotSetError, SamrtError
 from .predictor import Model, Predictor
 
 __all__ = [
+    "AutomaticMaskGenerator",
     "BackendUnavailableError",
     "EngineDirError",
     "ImageNotSetError",

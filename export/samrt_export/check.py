@@ -1,0 +1,274 @@
+"""The exporter's self-check: ONNX Runtime against the official PyTorch SAM on fixed inputs.
+
+The encoder runs one synthetic photo-like image (shapes, gradients, noise, letterboxed as
+Sam.preprocess pads it). The decoder runs the torch embeddings of that image with the
+prompt kinds SamPredictor.predict_torch takes: points, points with background, a box, a
+box with points, a mask input, and several prompts at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from samrt import contract
+
+from ._deps import torch
+from .errors import ExportCheckError
+
+# Largest |onnx - torch| allowed, relative to the largest |torch| value of that output.
+# fp32 ONNX Runtime and PyTorch differ by summation order only, measured at 2e-6 (tiny) and
+# 3e-6 (vit_b, random weights) for the encoder, 1e-6 for the decoder; a wrong graph (a
+# baked-in shape, a dropped prompt term) is off by 1e-2 or more.
+ENCODER_TOLERANCE = 1e-4
+DECODER_TOLERANCE = 1e-4
+
+CHECK_IMAGE_HEIGHT = 768
+CHECK_IMAGE_WIDTH = contract.IMAGE_SIZE
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One official predict_torch call's prompts, in the 1024-resized frame."""
+
+    name: str
+    points: np.ndarray | None = None  # [P, N, 2]
+    labels: np.ndarray | None = None  # [P, N]
+    boxes: np.ndarray | None = None  # [P, 4] as x0, y0, x1, y1
+    mask_input: np.ndarray | None = None  # [P, 1, 256, 256]
+
+
+def check_image(seed: int = 0) -> np.ndarray:
+    """A deterministic HxWx3 uint8 RGB image with photo-like structure (not white noise)."""
+    rng = np.random.default_rng(seed)
+    h, w = CHECK_IMAGE_HEIGHT, CHECK_IMAGE_WIDTH
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    sky = np.stack([90 + 80 * yy / h, 140 + 60 * yy / h, 230 - 40 * yy / h], axis=-1)
+    ground = np.stack([70 + 30 * xx / w, 120 - 20 * yy / h, 50 + 0 * xx], axis=-1)
+    image = np.where((yy > 0.55 * h + 30 * np.sin(xx / 90))[..., None], ground, sky)
+    for _ in range(6):
+        cy, cx = rng.uniform(0.2, 0.9) * h, rng.uniform(0.1, 0.9) * w
+        ry, rx = rng.uniform(30, 140), rng.uniform(30, 200)
+        colour = rng.uniform(0, 255, size=3)
+        inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
+        shade = 0.75 + 0.25 * (yy - cy) / ry
+        image = np.where(inside[..., None], colour * shade[..., None], image)
+    for _ in range(3):
+        y0, x0 = int(rng.uniform(0, 0.8) * h), int(rng.uniform(0, 0.8) * w)
+        image[y0 : y0 + int(rng.uniform(40, 150)), x0 : x0 + int(rng.uniform(40, 200))] = (
+            rng.uniform(0, 255, size=3)
+        )
+    image += rng.normal(0.0, 4.0, size=image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def preprocess(sam: Any, image: np.ndarray) -> torch.Tensor:
+    """[1,3,1024,1024] encoder input for an image whose longest side is already 1024."""
+    pixels = torch.as_tensor(image).permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        normalized: torch.Tensor = sam.preprocess(pixels)
+    return normalized
+
+
+def official_decoder(
+    sam: Any, image_embeddings: torch.Tensor, prompt: Prompt
+) -> tuple[np.ndarray, np.ndarray]:
+    """(iou [P,4], low-res logits [P,4,256,256]) the way SamPredictor.predict_torch gets them."""
+
+    def tensor(a: np.ndarray | None) -> torch.Tensor | None:
+        return None if a is None else torch.as_tensor(a, dtype=torch.float32)
+
+    points = None
+    if prompt.points is not None:
+        points = (tensor(prompt.points), tensor(prompt.labels))
+    with torch.no_grad():
+        sparse, dense = sam.prompt_encoder(
+            points=points, boxes=tensor(prompt.boxes), masks=tensor(prompt.mask_input)
+        )
+        # predict_masks gives all four mask tokens; forward() would slice them by multimask.
+        masks, iou = sam.mask_decoder.predict_masks(
+            image_embeddings=image_embeddings,
+            image_pe=sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+        )
+    return iou.numpy(), masks.numpy()
+
+
+def decoder_graph_inputs(image_embeddings: np.ndarray, prompt: Prompt) -> dict[str, np.ndarray]:
+    """The decoder graph's inputs for a prompt, laid out as the runtime lays them out."""
+    coords: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    count = _prompt_count(prompt)
+    if prompt.points is not None:
+        assert prompt.labels is not None
+        coords.append(np.asarray(prompt.points, np.float32))
+        labels.append(np.asarray(prompt.labels, np.float32))
+    if prompt.boxes is None:
+        coords.append(np.zeros((count, 1, 2), np.float32))
+        labels.append(np.full((count, 1), contract.LABEL_PADDING, np.float32))
+    else:
+        coords.append(np.asarray(prompt.boxes, np.float32).reshape(count, 2, 2))
+        corner_labels = [contract.LABEL_BOX_TOP_LEFT, contract.LABEL_BOX_BOTTOM_RIGHT]
+        labels.append(np.tile(np.asarray(corner_labels, np.float32), (count, 1)))
+    size = contract.LOW_RES_SIZE
+    if prompt.mask_input is None:
+        mask_input = np.zeros((count, 1, size, size), np.float32)
+        has_mask = np.zeros(count, np.float32)
+    else:
+        mask_input = np.asarray(prompt.mask_input, np.float32)
+        has_mask = np.ones(count, np.float32)
+    values = (
+        image_embeddings,
+        np.concatenate(coords, 1),
+        np.concatenate(labels, 1),
+        mask_input,
+        has_mask,
+    )
+    return dict(zip(contract.DECODER_INPUTS, values, strict=True))
+
+
+def check_prompts(first_masks: Callable[[Prompt], np.ndarray]) -> list[Prompt]:
+    """The decoder check's prompts. Every kind of prompt appears once (6 prompts in all, as
+    the torch decoder costs ~0.3 s per prompt on a CPU); the mask-input case feeds back the
+    first case's low-res logits, as interactive refinement does."""
+    rng = np.random.default_rng(1)
+    h, w = CHECK_IMAGE_HEIGHT, CHECK_IMAGE_WIDTH
+
+    def points(p: int, n: int) -> np.ndarray:
+        return (rng.uniform(0, 1, size=(p, n, 2)) * [w - 1, h - 1]).astype(np.float32)
+
+    prompts = [
+        Prompt("points", points(2, 2), np.array([[1, 0], [1, 1]], np.float32)),
+        Prompt("box", boxes=np.array([[120.0, 140.0, 610.0, 520.0]], np.float32)),
+        Prompt(
+            "box_points",
+            points(2, 2),
+            np.array([[1, 0], [0, 1]], np.float32),
+            boxes=np.array([[50.0, 60.0, 400.0, 300.0], [300.0, 200.0, 1000.0, 760.0]], np.float32),
+        ),
+    ]
+    fed_back = first_masks(prompts[0])[:1, :1]
+    prompts.append(
+        Prompt("mask_input", points(1, 1), np.array([[1]], np.float32), mask_input=fed_back)
+    )
+    return prompts
+
+
+def check_encoder(sam: Any, encoder_path: Path) -> tuple[dict[str, float], torch.Tensor]:
+    """Compares the encoder graph with torch on the check image.
+
+    Returns the measured differences and the torch embeddings (the decoder check's input);
+    raises ExportCheckError beyond ENCODER_TOLERANCE.
+    """
+    image = preprocess(sam, check_image())
+    with torch.no_grad():
+        expected = sam.image_encoder(image)
+    (embeddings,) = _session(encoder_path).run(
+        [contract.ENCODER_OUTPUT], {contract.ENCODER_INPUT: image.numpy()}
+    )
+    if embeddings.shape != tuple(expected.shape):
+        raise ExportCheckError(
+            f"encoder check: ONNX embeddings have shape {embeddings.shape}, torch "
+            f"{tuple(expected.shape)}; nothing was written"
+        )
+    result = {
+        "encoder_max_abs_diff": _max_abs_diff(embeddings, expected.numpy()),
+        "encoder_max_rel_diff": _max_rel_diff(embeddings, expected.numpy()),
+        "encoder_tolerance": ENCODER_TOLERANCE,
+    }
+    _refuse_beyond_tolerance(result, "encoder", (("encoder_max_rel_diff", ENCODER_TOLERANCE),))
+    return result, expected
+
+
+def check_decoder(sam: Any, decoder_path: Path, image_embeddings: torch.Tensor) -> dict[str, float]:
+    """Compares the decoder graph with the official prompt encoder + mask decoder.
+
+    Both sides get the same (torch) embeddings, so encoder noise does not enter. Raises
+    ExportCheckError at the first prompt set beyond DECODER_TOLERANCE.
+    """
+    decoder = _session(decoder_path)
+    embeddings = image_embeddings.numpy()
+    official: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def official_outputs(prompt: Prompt) -> tuple[np.ndarray, np.ndarray]:
+        if prompt.name not in official:
+            official[prompt.name] = official_decoder(sam, image_embeddings, prompt)
+        return official[prompt.name]
+
+    result = {
+        "decoder_iou_max_abs_diff": 0.0,
+        "decoder_iou_max_rel_diff": 0.0,
+        "decoder_masks_max_abs_diff": 0.0,
+        "decoder_masks_max_rel_diff": 0.0,
+        "decoder_tolerance": DECODER_TOLERANCE,
+    }
+    for prompt in check_prompts(lambda p: official_outputs(p)[1]):
+        want_iou, want_masks = official_outputs(prompt)
+        got_iou, got_masks = decoder.run(
+            list(contract.DECODER_OUTPUTS), decoder_graph_inputs(embeddings, prompt)
+        )
+        if got_iou.shape != want_iou.shape or got_masks.shape != want_masks.shape:
+            raise ExportCheckError(
+                f"decoder check '{prompt.name}': ONNX outputs {got_iou.shape}, {got_masks.shape}, "
+                f"torch {want_iou.shape}, {want_masks.shape}; nothing was written"
+            )
+        for key, value in (
+            ("decoder_iou_max_abs_diff", _max_abs_diff(got_iou, want_iou)),
+            ("decoder_iou_max_rel_diff", _max_rel_diff(got_iou, want_iou)),
+            ("decoder_masks_max_abs_diff", _max_abs_diff(got_masks, want_masks)),
+            ("decoder_masks_max_rel_diff", _max_rel_diff(got_masks, want_masks)),
+        ):
+            # max() could drop a NaN; keep it so that the refusal below sees it.
+            if np.isnan(value) or value > result[key]:
+                result[key] = value
+        _refuse_beyond_tolerance(
+            result,
+            f"decoder ({prompt.name})",
+            (
+                ("decoder_iou_max_rel_diff", DECODER_TOLERANCE),
+                ("decoder_masks_max_rel_diff", DECODER_TOLERANCE),
+            ),
+        )
+    return result
+
+
+def _refuse_beyond_tolerance(
+    measured: dict[str, float], what: str, limits: tuple[tuple[str, float], ...]
+) -> None:
+    # `not <=` so that NaN fails too.
+    failures = [
+        f"{key} = {measured[key]:.3g} > {limit:g}"
+        for key, limit in limits
+        if not measured[key] <= limit
+    ]
+    if failures:
+        raise ExportCheckError(
+            f"the ONNX {what} disagrees with PyTorch (relative to the largest |torch| output): "
+            + "; ".join(failures)
+            + "; nothing was written"
+        )
+
+
+def _prompt_count(prompt: Prompt) -> int:
+    for array in (prompt.points, prompt.boxes, prompt.mask_input):
+        if array is not None:
+            return int(np.asarray(array).shape[0])
+    return 1
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _max_abs_diff(actual: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.max(np.abs(actual.astype(np.float64) - expected.astype(np.float64))))
+
+
+def _max_rel_diff(actual: np.ndarray, expected: np.ndarray) -> float:
+    scale = float(np.max(np.abs(expected)))
+    return _max_abs_diff(actual, expected) / max(scale, 1e-12)

@@ -1,0 +1,105 @@
+"""``samrt export``: command-line front end of export_engine.
+
+Importable without PyTorch: the heavy modules load inside main(), which turns a missing
+export extra into a one-line message and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from samrt.checkpoints import OFFICIAL_CHECKPOINTS, CheckpointDownloadError, download_checkpoint
+
+from .config import CLI_MODEL_TYPES
+
+INSTALL_HINT = "pip install 'samrt[export]'"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="samrt export",
+        description="Export a SAM model to an samrt engine directory (ONNX graphs + manifest).",
+    )
+    parser.add_argument("--model-type", required=True, choices=CLI_MODEL_TYPES)
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="FILE",
+        help="official SAM .pth file (default: download Meta's checkpoint into the samrt cache)",
+    )
+    weights.add_argument(
+        "--random-weights", action="store_true", help="seeded random weights (for tests)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of --random-weights (default 0)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="engine directory")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.checkpoint is None and not args.random_weights:
+        if args.model_type not in OFFICIAL_CHECKPOINTS:
+            print(
+                f"samrt export: error: {args.model_type} has no official checkpoint: pass "
+                "--checkpoint FILE or --random-weights [--seed N]",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            args.checkpoint = download_checkpoint(args.model_type, progress=_DownloadProgress())
+        except CheckpointDownloadError as e:
+            print(f"samrt export: error: {e}", file=sys.stderr)
+            return 1
+    try:
+        from .errors import ExportError
+        from .export import DEFAULT_OPSET, export_engine
+    except ImportError as e:
+        message = str(e) if INSTALL_HINT in str(e) else f"{e}; install with: {INSTALL_HINT}"
+        print(f"samrt export: error: {message}", file=sys.stderr)
+        return 1
+
+    started = time.perf_counter()
+    try:
+        engine_dir = export_engine(
+            args.model_type,
+            out_dir=args.out,
+            checkpoint=args.checkpoint,
+            random_seed=args.seed if args.random_weights else None,
+            opset=args.opset if args.opset is not None else DEFAULT_OPSET,
+            overwrite=args.overwrite,
+        )
+    except ExportError as e:
+        print(f"samrt export: error: {e}", file=sys.stderr)
+        return 1
+    elapsed = time.perf_counter() - started
+    size = sum(p.stat().st_size for p in engine_dir.iterdir() if p.is_file())
+    print(f"exported {args.model_type} to {engine_dir} ({size / 1e6:.1f} MB) in {elapsed:.1f} s")
+    return 0
+
+
+class _DownloadProgress:
+    """Download progress on a terminal, every whole percent; silent in a pipe."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.shown = -1
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if not self.enabled or not total:
+            return
+        percent = done * 100 // total
+        if percent != self.shown:
+            self.shown = percent
+            end = "\n" if done >= total else ""
+            sys.stderr.write(f"\rdownloading checkpoint: {percent}% of {total / 1e6:.0f} MB{end}")
+            sys.stderr.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

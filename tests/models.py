@@ -1,0 +1,139 @@
+"""Session fixtures that build, export and cache small SAM models for the test suite.
+
+An exported model is cached across pytest runs under .pytest_cache/d/samrt-models, keyed
+by a hash of its architecture, seed, the exporter's source files, the contract and the
+versions of torch, onnx and segment_anything, so a stale export is never reused.
+
+Fixtures:
+  tiny_model    a real-architecture SAM with a 2-block, 32-dim encoder (seed 0), exported.
+  vit_b_model   the vit_b architecture with random weights (seed 0); for @pytest.mark.slow.
+  sample_image  a loader: sample_image("truck.jpg") -> HxWx3 uint8 RGB from ../shared/images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_IMAGES = REPO_ROOT.parent / "shared" / "images"
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    """An engine directory together with the checkpoint it was exported from."""
+
+    name: str  # "tiny" or an official model type
+    seed: int
+    engine_dir: Path
+    checkpoint: Path
+    config: Any  # samrt_export.SamConfig
+
+    def official_sam(self) -> Any:
+        """A fresh official torch Sam (eval, CPU) loaded from the checkpoint by segment_anything."""
+        import importlib
+
+        from segment_anything import sam_model_registry
+
+        if self.name in sam_model_registry:
+            sam = sam_model_registry[self.name](checkpoint=str(self.checkpoint))
+        else:
+            builder = importlib.import_module("segment_anything.build_sam")
+            sam = builder._build_sam(
+                encoder_embed_dim=self.config.encoder_embed_dim,
+                encoder_depth=self.config.encoder_depth,
+                encoder_num_heads=self.config.encoder_num_heads,
+                encoder_global_attn_indexes=list(self.config.encoder_global_attn_indexes),
+                checkpoint=str(self.checkpoint),
+            )
+        return sam.eval()
+
+
+def _cache_key(name: str, config: Any, seed: int) -> str:
+    import samrt_export
+    from samrt import contract, manifest
+
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"name": name, "config": config.to_json(), "seed": seed}).encode())
+    for package in ("torch", "onnx", "onnxruntime", "segment-anything"):
+        digest.update(f"{package}={version(package)}".encode())
+    sources = sorted(Path(samrt_export.__file__).parent.glob("*.py"))
+    sources += [Path(contract.__file__), Path(manifest.__file__)]
+    for source in sources:
+        digest.update(source.name.encode())
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
+
+
+def _cached_entry_is_valid(entry: Path, checkpoint: Path) -> bool:
+    from samrt.errors import EngineDirError
+    from samrt.manifest import load_manifest, sha256_file
+
+    if not checkpoint.is_file():
+        return False
+    try:
+        manifest = load_manifest(entry / "engine")
+    except EngineDirError:
+        return False
+    return manifest.source.get("sha256") == sha256_file(checkpoint)
+
+
+def _exported_model(request: pytest.FixtureRequest, name: str, seed: int) -> ExportedModel:
+    from samrt_export import OFFICIAL_CONFIGS, TINY_CONFIG, export_engine, save_random_checkpoint
+
+    config = TINY_CONFIG if name == "tiny" else OFFICIAL_CONFIGS[name]
+    cache = request.config.cache
+    if cache is None:  # -p no:cacheprovider
+        root = request.getfixturevalue("tmp_path_factory").mktemp("samrt-models")
+    else:
+        root = Path(cache.mkdir("samrt-models"))
+    prefix = f"{name}-seed{seed}-"
+    entry = root / (prefix + _cache_key(name, config, seed)[:20])
+    checkpoint = entry / f"{name}-seed{seed}.pth"
+    model = ExportedModel(name, seed, entry / "engine", checkpoint, config)
+    if _cached_entry_is_valid(entry, checkpoint):
+        return model
+
+    shutil.rmtree(entry, ignore_errors=True)
+    entry.mkdir(parents=True)
+    save_random_checkpoint(config, seed, checkpoint)
+    export_engine(name, checkpoint=checkpoint, out_dir=model.engine_dir)
+    for stale in root.glob(prefix + "*"):
+        if stale != entry:
+            shutil.rmtree(stale, ignore_errors=True)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_model(request: pytest.FixtureRequest) -> ExportedModel:
+    return _exported_model(request, "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def vit_b_model(request: pytest.FixtureRequest) -> ExportedModel:
+    return _exported_model(request, "vit_b", seed=0)
+
+
+def load_sample_image(name: str) -> np.ndarray:
+    """../shared/images/NAME as an HxWx3 uint8 RGB array; skips the test if it is missing."""
+    from PIL import Image
+
+    path = SHARED_IMAGES / name
+    if not path.is_file():
+        pytest.skip(f"sample image {path} is missing (tests read photos from ../shared/images)")
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+
+
+@pytest.fixture(scope="session")
+def sample_image() -> Callable[[str], np.ndarray]:
+    return load_sample_image
