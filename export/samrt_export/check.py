@@ -11,6 +11,7 @@ to what a user sees, the masks, and refused when those differ or anything overfl
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -174,15 +175,23 @@ def check_prompts(first_masks: Callable[[Prompt], np.ndarray]) -> list[Prompt]:
 
 
 class Reference:
-    """The official model's outputs on the check inputs, each computed once and shared by
-    the fp32 and fp16 checks (the torch decoder costs ~0.3 s per prompt on a CPU)."""
+    """The official model's outputs on the check inputs, each computed once, when first
+    needed, and shared by the fp32 and fp16 checks (the torch decoder costs ~0.3 s per
+    prompt on a CPU)."""
 
     def __init__(self, sam: Any) -> None:
         self.sam = sam
-        self.image = preprocess(sam, check_image())
-        with torch.no_grad():
-            self.embeddings: torch.Tensor = sam.image_encoder(self.image)
         self._decoder: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    @functools.cached_property
+    def image(self) -> torch.Tensor:
+        return preprocess(self.sam, check_image())
+
+    @functools.cached_property
+    def embeddings(self) -> torch.Tensor:
+        with torch.no_grad():
+            embeddings: torch.Tensor = self.sam.image_encoder(self.image)
+        return embeddings
 
     def decoder_outputs(self, prompt: Prompt) -> tuple[np.ndarray, np.ndarray]:
         if prompt.name not in self._decoder:
