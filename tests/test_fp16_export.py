@@ -8,6 +8,7 @@ checked against numpy's float16 here too.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Callable
@@ -23,7 +24,7 @@ import samrt_export
 import torch
 from onnx import TensorProto, helper, numpy_helper
 from samrt.errors import EngineDirError
-from samrt.manifest import load_manifest, sha256_file
+from samrt.manifest import ModelFile, load_manifest, sha256_file, write_manifest
 from samrt_export import ExportCheckError, ExportError, cli, export_engine, fp16, graphs
 from samrt_export import check as export_check
 
@@ -196,7 +197,8 @@ def loud_fp32_engine(tiny_model: Any, tmp_path_factory: pytest.TempPathFactory) 
     state["image_encoder.neck.0.weight"] = state["image_encoder.neck.0.weight"] * 2000
     checkpoint = root / "loud.pth"
     torch.save(state, checkpoint)
-    return export_engine("tiny", checkpoint=checkpoint, out_dir=root / "engine", check=False)
+    export_engine("tiny", checkpoint=checkpoint, out_dir=root / "engine", check=False)
+    return root / "engine"
 
 
 def _copy_engine(engine: Path, tmp_path: Path) -> Path:
@@ -272,6 +274,51 @@ def test_fp16_only_export_has_no_fp32_graphs(tiny_model: Any, tmp_path: Path) ->
     samrt.Model(out, "onnxruntime-cpu", precision="fp16")
     with pytest.raises(EngineDirError, match="--precision fp32"):
         samrt.Model(out, "onnxruntime-cpu", precision="fp32")
+
+
+def test_fp16_variant_of_external_data_graphs(
+    tiny_fp16_model: Any, tmp_path: Path, sample_image: Callable[[str], np.ndarray]
+) -> None:
+    # The fp32 graphs of the tiny directory, re-saved with their weights in .data files
+    # (as vit_h's encoder is), and fp16 added with external data too.
+    engine = _copy_engine(tiny_fp16_model.engine_dir, tmp_path)
+    manifest = load_manifest(engine)
+    for name in ("manifest.json", "encoder.fp16.onnx", "decoder.fp16.onnx"):
+        (engine / name).unlink()
+    fp32: dict[str, ModelFile] = {}
+    for role, model in manifest.variants["fp32"].items():
+        data = model.file + ".data"
+        graph = onnx.load(str(engine / model.file))
+        onnx.save(graph, str(engine / model.file), save_as_external_data=True, location=data)
+        fp32[role] = dataclasses.replace(
+            model,
+            sha256=sha256_file(engine / model.file),
+            external_data={data: sha256_file(engine / data)},
+        )
+    write_manifest(engine, dataclasses.replace(manifest, variants={"fp32": fp32}))
+
+    export_engine(
+        "tiny",
+        checkpoint=tiny_fp16_model.checkpoint,
+        out_dir=engine,
+        precision="fp16",
+        external_data=True,
+        check=False,
+    )
+    half = load_manifest(engine).variants["fp16"]
+    for role, model in half.items():
+        data = f"{role}.fp16.onnx.data"
+        assert model.external_data == {data: sha256_file(engine / data)}
+        assert (engine / data).stat().st_size > 10 * (engine / model.file).stat().st_size
+        # The twin reads external data as well.
+        fp16.emulation_model(engine / model.file)
+    # Same conversion as the inline fixture's: the same embedding.
+    image = sample_image("truck.jpg")
+    inline = samrt.Predictor(tiny_fp16_model.engine_dir, "onnxruntime-cpu", precision="fp16")
+    external = samrt.Predictor(engine, "onnxruntime-cpu", precision="fp16")
+    inline.set_image(image)
+    external.set_image(image)
+    np.testing.assert_array_equal(external.get_image_embedding(), inline.get_image_embedding())
 
 
 def test_adding_a_variant_needs_the_same_weights(tiny_fp16_model: Any, tmp_path: Path) -> None:

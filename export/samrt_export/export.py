@@ -148,7 +148,7 @@ def export_engine(
                     staging / fp16.DECODER_SPEC.file,
                 )
         if "fp32" not in wanted and fp32_dir == staging:
-            # Traced only as the fp16 variant's source.
+            # Traced only as the fp16 variant's source; export_check keeps their measurements.
             for model in variants.pop("fp32").values():
                 for name in model.files():
                     (staging / name).unlink()
@@ -169,6 +169,7 @@ def export_engine(
                 "converter": "onnxruntime.transformers.float16",
                 "onnxruntime": _package_version("onnxruntime"),
                 "fp32_ops": list(fp16.FP32_OP_TYPES),
+                "check": "fp16 twin (every fp16 tensor rounded to fp16) and ONNX Runtime CPU",
             }
             manifest = dataclasses.replace(manifest, extra={**manifest.extra, "export": records})
         write_manifest(staging, manifest)

@@ -93,7 +93,8 @@ def convert_graph(
 
 
 def fp32_node_names(graph: Any) -> set[str]:
-    """Names of the nodes to keep in fp32, beyond those of FP32_OP_TYPES."""
+    """Names of the nodes to keep in fp32: those of FP32_OP_TYPES, the rest of each written-out
+    LayerNorm2d, everything upstream of a Sin/Cos, and the constants only they read."""
     _require_node_names(graph)
     producer = {output: node for node in graph.node for output in node.output if output}
     consumers: dict[str, list[Any]] = {}
@@ -276,10 +277,12 @@ def _sort_topologically(graph: Any) -> None:
     graph.node.extend(copies)
 
 
-# Ops that only move or select values: an fp16 input gives an fp16-exact output.
-_DATA_MOVEMENT_OPS = frozenset(
+# Ops that only move, select or hold values: their fp16 outputs are fp16-exact already.
+_EXACT_OPS = frozenset(
     {
         "Concat",
+        "Constant",
+        "ConstantOfShape",
         "Expand",
         "Flatten",
         "Gather",
@@ -301,12 +304,12 @@ def emulation_model(path: Path) -> Any:
     """A float32 twin of the mixed-precision graph at ``path`` that rounds like fp16.
 
     ONNX Runtime's CPU provider has no fp16 kernels for most ops: it runs them in fp32 and
-    drops the casts between neighbours, so an fp16 graph run there hardly ever stores an
-    fp16 value and cannot overflow. The twin computes every op in fp32 from fp16-exact
-    inputs and rounds each fp16 result through an explicit Cast pair, as a GPU stores it:
-    a value beyond 65504 becomes inf, a small one loses its low bits. (GPUs accumulate
-    matrix products in fp32 too; what they may do worse, fp16 pointwise arithmetic, only
-    changes the last bit of a stored value.)
+    drops the casts between neighbours, so an fp16 graph run there seldom stores an fp16
+    value, and a value that would overflow fp16 on a GPU goes unnoticed (the tests show
+    one). The twin computes every op in fp32 from fp16-exact inputs and rounds each fp16
+    result through an explicit Cast pair, as a GPU stores it: a value beyond 65504 becomes
+    inf, a small one loses its low bits. (GPU matrix kernels accumulate in fp32 as a rule;
+    fp16 pointwise arithmetic would differ from the twin in the last bits.)
     """
     from onnx import numpy_helper
 
@@ -330,7 +333,7 @@ def emulation_model(path: Path) -> Any:
             if node.op_type == "Cast" and attribute.name == "to" and attribute.i == _FLOAT16:
                 attribute.i = _FLOAT
         nodes.append(node)
-        if node.op_type in _DATA_MOVEMENT_OPS:
+        if node.op_type in _EXACT_OPS:
             continue
         for i, output in enumerate(node.output):
             if output not in fp16_values:
