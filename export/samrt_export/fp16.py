@@ -221,7 +221,9 @@ def _remove_fp16_round_trips(graph: Any) -> None:
         if inner is None or _cast_to(inner) != _FLOAT16 or inner.input[0] not in is_float:
             continue
         if node.output[0] in graph_outputs:
-            # The graph output keeps its name: an fp32 -> fp32 Cast is the identity.
+            # The graph output keeps its name.
+            node.op_type = "Identity"
+            del node.attribute[:]
             node.input[0] = inner.input[0]
         else:
             renamed[node.output[0]] = inner.input[0]
