@@ -414,7 +414,7 @@ def test_export_refuses_bad_requests(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="unknown model_type"):
         export_engine("vit_x", random_seed=0, out_dir=tmp_path / "e")
     with pytest.raises(ExportError, match="precision"):
-        export_engine("tiny", random_seed=0, out_dir=tmp_path / "e", precision="fp16")
+        export_engine("tiny", random_seed=0, out_dir=tmp_path / "e", precision="int8")
     with pytest.raises(ExportError, match="does not exist"):
         export_engine("tiny", checkpoint=tmp_path / "missing.pth", out_dir=tmp_path / "e")
     vit_b_shaped = samrt_export.OFFICIAL_CONFIGS["vit_b"]
@@ -505,6 +505,7 @@ def test_cli_runs_export_engine_with_the_arguments(
             "checkpoint": None,
             "random_seed": 7,
             "opset": 18,
+            "precision": "fp32",
             "overwrite": False,
         }
     ]

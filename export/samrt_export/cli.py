@@ -36,8 +36,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of --random-weights (default 0)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="engine directory")
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
+    parser.add_argument(
+        "--opset",
+        type=int,
+        default=None,
+        help="ONNX opset (default 17; when adding a variant, DIR's)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "both"),
+        default="fp32",
+        help="graphs to write: fp32 (default; every backend), fp16 (mixed precision for GPUs: "
+        "TensorRT, ONNX Runtime CUDA) or both. Adding fp16 to an fp32 DIR exported from the "
+        "same weights keeps its fp32 graphs and needs no --overwrite",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing DIR (and all its variants)"
+    )
     return parser
 
 
@@ -58,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     try:
         from .errors import ExportError
-        from .export import DEFAULT_OPSET, export_engine
+        from .export import export_engine
     except ImportError as e:
         message = str(e) if INSTALL_HINT in str(e) else f"{e}; install with: {INSTALL_HINT}"
         print(f"samrt export: error: {message}", file=sys.stderr)
@@ -71,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             out_dir=args.out,
             checkpoint=args.checkpoint,
             random_seed=args.seed if args.random_weights else None,
-            opset=args.opset if args.opset is not None else DEFAULT_OPSET,
+            opset=args.opset,
+            precision=args.precision,
             overwrite=args.overwrite,
         )
     except ExportError as e:

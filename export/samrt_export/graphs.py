@@ -173,26 +173,32 @@ def export_graph(
                 raise ExportError(f"unknown exporter {exporter!r}; use 'torchscript' or 'dynamo'")
         model = onnx.load(str(raw_path), load_external_data=True)
         _name_dims(model, spec)
-        if external_data is None:
-            external_data = _initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD_BYTES
-        target = out_dir / spec.file
-        if external_data:
-            location = spec.file + ".data"
-            onnx.save_model(
-                model,
-                str(target),
-                save_as_external_data=True,
-                all_tensors_to_one_file=True,
-                location=location,
-                size_threshold=1024,
-            )
-            extra: tuple[str, ...] = (location,) if (out_dir / location).exists() else ()
-        else:
-            onnx.save_model(model, str(target))
-            extra = ()
+        return save_graph(model, out_dir / spec.file, external_data=external_data)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return extra
+
+
+def save_graph(model: Any, target: Path, *, external_data: bool | None) -> tuple[str, ...]:
+    """Saves ``model`` as ``target`` (+ ``<target>.data``); returns the external data files.
+
+    ``external_data`` None writes the weights inline unless they exceed
+    EXTERNAL_DATA_THRESHOLD_BYTES.
+    """
+    if external_data is None:
+        external_data = _initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD_BYTES
+    if not external_data:
+        onnx.save_model(model, str(target))
+        return ()
+    location = target.name + ".data"
+    onnx.save_model(
+        model,
+        str(target),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=location,
+        size_threshold=1024,
+    )
+    return (location,) if (target.parent / location).exists() else ()
 
 
 def _export_torchscript(
