@@ -71,9 +71,6 @@ class _MaskLowRank:
         self.conv = conv  # [16, 256]: the 1x1 convolution as a matrix (in, out)
         self.offset = offset
 
-    def dense(self) -> torch.Tensor:
-        return self.mixed @ self.conv + self.offset
-
 
 def mask_low_rank(
     prompt_encoder: Any, mask_input: torch.Tensor, has_mask_input: torch.Tensor
@@ -130,9 +127,10 @@ def token_to_shared_image(
     keys_pe: torch.Tensor,
     mask: _MaskLowRank,
 ) -> torch.Tensor:
-    """token_to_image where the image tokens are ``keys + mask.dense()`` with ``keys`` and
-    ``keys_pe`` shared by all prompts ([1, 4096, 256]): the projections of the shared part
-    are computed once, the mask part through its 16 channels."""
+    """token_to_image where the image tokens are ``keys + mask.mixed @ mask.conv +
+    mask.offset`` with ``keys`` and ``keys_pe`` shared by all prompts ([1, 4096, 256]): the
+    projections of the shared part are computed once, the mask part goes through its 16
+    channels."""
     h = attn.num_heads
     q = _heads(attn.q_proj(queries), h) * (1.0 / math.sqrt(attn.internal_dim // h))  # [P, h, T, d]
     p, _, t, _ = q.shape
@@ -176,10 +174,11 @@ def shared_image_to_token(
     tokens: torch.Tensor,
     mask: _MaskLowRank,
 ) -> torch.Tensor:
-    """image_to_token where the image queries are ``image_pe + mask.dense()`` and
-    ``shared_query`` [1, 4096, heads * d] is the query projection of the shared
-    ``image_pe``: per head against the tokens' keys, plus the mask term through its 16
-    channels."""
+    """image_to_token where the image queries are ``image_pe + mask.mixed @ mask.conv +
+    mask.offset`` and ``shared_query`` [1, 4096, heads * d] is the query projection of the
+    shared ``image_pe``: per head against the tokens' keys, plus the mask term through its
+    16 channels. Returns the attention output plus ``mask.mixed @ mask.conv + mask.offset``
+    (the residual's per-prompt part), both from one product."""
     h = attn.num_heads
     k, folded, _ = _folded_token_keys(attn, tokens_pe)
     p, ht, _ = folded.shape
@@ -187,7 +186,13 @@ def shared_image_to_token(
     scores = per_head.transpose(1, 2).reshape(p, -1, ht)
     folded_t = folded.transpose(1, 2)  # [P, 256, hT]
     scores = scores + mask.mixed @ (mask.conv @ folded_t) + mask.offset @ folded_t
-    return _token_values(attn, scores, tokens)
+    probs, values = _token_probs_values(attn, scores, tokens)
+    # [probs | mixed] @ [values + offset / h ; conv]: a row of probs sums to h (see
+    # _token_probs_values), so this is attention output + mixed @ conv + offset.
+    probs = torch.cat([probs, mask.mixed], dim=-1)
+    values = torch.cat([values + mask.offset / h, mask.conv.expand(p, -1, -1)], dim=1)
+    out: torch.Tensor = probs @ values
+    return out
 
 
 def _folded_token_keys(
@@ -208,6 +213,16 @@ def _folded_token_keys(
 def _token_values(attn: Any, scores: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Softmax of [P, 4096, hT] scores per head, times the tokens' values already passed
     through the output projection -> [P, 4096, 256]."""
+    probs, values = _token_probs_values(attn, scores, tokens)
+    out: torch.Tensor = probs @ values
+    return out
+
+
+def _token_probs_values(
+    attn: Any, scores: torch.Tensor, tokens: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-head softmax of [P, 4096, hT] scores, the tokens' values through the output
+    projection [P, hT, 256]); their product is the attention output."""
     h = attn.num_heads
     p, n, ht = scores.shape
     probs = torch.softmax(scores.reshape(p, n, h, ht // h), dim=-1).reshape(p, n, ht)
@@ -217,8 +232,7 @@ def _token_values(attn: Any, scores: torch.Tensor, tokens: torch.Tensor) -> torc
     # Each head's probabilities sum to 1, so a row of probs sums to h: the output bias
     # enters as bias / h on every value row instead of as an add over [P, 4096, 256].
     values = (v @ out_weight + attn.out_proj.bias / h).reshape(p, ht, -1)  # [P, hT, 256]
-    out: torch.Tensor = probs @ values
-    return out
+    return probs, values
 
 
 def two_way_transformer(
@@ -261,7 +275,7 @@ def two_way_transformer(
         if keys is None:
             attn = layer.cross_attn_image_to_token
             attn_out = shared_image_to_token(attn, attn.q_proj(shared_pe), q, queries, mask)
-            keys = layer.norm4(image + mask.dense() + attn_out)
+            keys = layer.norm4(image + attn_out)
         else:
             attn_out = image_to_token(layer.cross_attn_image_to_token, keys_pe, q, queries)
             keys = layer.norm4(keys + attn_out)
@@ -321,7 +335,11 @@ def predict_masks(
     )  # [P, masks, 32]
     upscaled = upscale(mask_decoder, keys)  # [P, 65536, 32]
     masks = upscaled @ hyper_in.transpose(1, 2)  # [P, 65536, masks]
-    # Block order (row, col, dy1, dx1, dy2, dx2) -> raster (row, dy1, dy2, col, dx1, dx2).
-    masks = masks.reshape(p, side, side, 2, 2, 2, 2, num_masks).permute(0, 7, 1, 3, 5, 2, 4, 6)
+    # Block order (row, col, dy1, dx1, dy2, dx2) -> raster (row, dy1, dy2, col, dx1, dx2):
+    # a gather of whole pixels (all masks at once), then one plain transpose, is cheaper
+    # than an 8-d transpose that moves single floats.
+    block_of_raster = torch.arange(side * side * 16).reshape(side, side, 2, 2, 2, 2)
+    block_of_raster = block_of_raster.permute(0, 2, 4, 1, 3, 5).reshape(-1)
+    masks = masks.index_select(1, block_of_raster).transpose(1, 2)
     masks = masks.reshape(p, num_masks, side * 4, side * 4)
     return masks, iou_pred
