@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     args = parser.parse_args()
 
-    engine, checkpoint = vit_b_engine()
+    engine, checkpoint = vit_b_engine(export=not args.engine)
     engines = args.engine or [engine]
     image = load_photo(args.image)
     height, width = image.shape[:2]

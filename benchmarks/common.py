@@ -28,11 +28,12 @@ def load_photo(name: str = "truck.jpg") -> np.ndarray:
     return load_image(path)
 
 
-def vit_b_engine(seed: int = 0) -> tuple[Path, Path]:
+def vit_b_engine(seed: int = 0, export: bool = True) -> tuple[Path, Path]:
     """(engine_dir, checkpoint) of vit_b with seeded random weights, exported once and cached.
 
     The engine is cached per version of the exporter's sources (the graphs change with
-    them); the checkpoint depends on the seed only."""
+    them); the checkpoint depends on the seed only. With ``export=False`` only the
+    checkpoint is made (for a benchmark given its own engine directory)."""
     from samrt_export import export_engine, save_random_checkpoint
 
     base = CACHE / f"vit_b-seed{seed}"
@@ -41,7 +42,7 @@ def vit_b_engine(seed: int = 0) -> tuple[Path, Path]:
     if not checkpoint.exists():
         base.mkdir(parents=True, exist_ok=True)
         save_random_checkpoint("vit_b", seed, checkpoint)
-    if not (engine / "manifest.json").exists():
+    if export and not (engine / "manifest.json").exists():
         export_engine("vit_b", checkpoint=checkpoint, out_dir=engine)
     return engine, checkpoint
 
