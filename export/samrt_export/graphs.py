@@ -12,6 +12,7 @@ from typing import Any, Literal
 from samrt import contract
 from samrt.manifest import TensorSpec
 
+from . import decoder
 from ._deps import onnx, torch
 from .errors import ExportError
 
@@ -95,15 +96,14 @@ class DecoderGraph(torch.nn.Module):
         for label in range(prompts.num_point_embeddings):
             sparse = sparse + prompts.point_embeddings[label].weight * (labels == label)
 
-        use_mask = has_mask_input.reshape(-1, 1, 1, 1)
-        dense = use_mask * prompts.mask_downscaling(mask_input)
-        dense = dense + (1 - use_mask) * prompts.no_mask_embed.weight.reshape(1, -1, 1, 1)
-
-        low_res_masks, iou_predictions = self.mask_decoder.predict_masks(
-            image_embeddings=image_embeddings,
-            image_pe=prompts.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
+        mask = decoder.mask_low_rank(prompts, mask_input, has_mask_input)
+        low_res_masks, iou_predictions = decoder.predict_masks(
+            self.mask_decoder,
+            image_embeddings,
+            prompts.get_dense_pe(),
+            sparse,
+            mask,
+            prompts.no_mask_embed.weight.reshape(-1),
         )
         return iou_predictions, low_res_masks
 
