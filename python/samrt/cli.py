@@ -100,7 +100,8 @@ def _export(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 1
-    return export_main(argv)
+    status: int = export_main(argv)
+    return status
 
 
 # -- info --------------------------------------------------------------------------------
@@ -186,6 +187,7 @@ def _segment(args: argparse.Namespace) -> int:
             if generator is not None:
                 records = generator.generate(image)
             else:
+                assert prompts is not None  # no generator means prompts were given
                 records = _predict_records(predictor, image, prompts, multimask=not args.single_mask)
         except (SamrtError, ValueError) as e:
             failures.append(f"{job.image}: {e}")
@@ -262,7 +264,9 @@ def _predict_records(
     records = []
     for i in range(scores.shape[1]):
         x0, y0, x1, y1 = (int(v) for v in stats.boxes[i])
-        rle = compress_rle({"size": [h, w], "counts": stats.rle_counts[i].tolist()})
+        counts = stats.rle_counts[i]
+        assert counts is not None  # no rle_min_stability was given, so every mask is encoded
+        rle = compress_rle({"size": [h, w], "counts": counts.tolist()})
         records.append(
             {
                 "segmentation": {"size": [h, w], "counts": rle["counts"].decode("ascii")},
@@ -317,7 +321,8 @@ def _remove_stale_temporaries(out_dir: Path) -> None:
 
 
 def _write_coco(out_dir: Path, jobs: Sequence[_Job]) -> None:
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for image_id, job in enumerate(jobs, start=1):
         try:
             result = json.loads(job.output(out_dir, ".json").read_text())

@@ -21,8 +21,7 @@ def load_image(path: str | os.PathLike[str]) -> npt.NDArray[np.uint8]:
     try:
         with Image.open(path) as img:
             img.load()
-            img = ImageOps.exif_transpose(img)
-            return _to_rgb8(img)
+            return _to_rgb8(ImageOps.exif_transpose(img))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"cannot read {os.fspath(path)!r} as an image: {e}") from None
 
