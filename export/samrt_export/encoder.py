@@ -4,9 +4,10 @@ with its tensors laid out so that the exported graph does less work.
 * Tokens are a 2-D ``[B * 4096, C]`` matrix between blocks, so every linear layer exports
   as a Gemm with its bias fused (a linear layer on a 3-D or 4-D tensor becomes MatMul plus
   a separate broadcast Add over the whole output).
-* In windowed blocks the output projection runs after the windows are merged and the
-  padding is cropped: it is per-token, so projecting the 4096 kept tokens instead of the
-  4900 padded ones gives the same values for less work.
+* In windowed blocks only the 4096 real tokens go through the qkv projection (a padding
+  token, zero after the norm, projects to exactly the bias, so the padding is filled with
+  the bias), and the output projection runs after the windows are merged and the padding
+  is cropped: both are per-token, so 4096 tokens instead of 4900 give the same values.
 * The decomposed relative-position terms are batched matrix products over the query
   row (or column) instead of Einsums, and the relative-position tables are gathered once
   at export (the indices depend only on the window size).
@@ -51,7 +52,7 @@ class EncoderGraph(torch.nn.Module):
                     block.attn, normed, height, width, channels, block.window_size
                 )
             else:
-                attended = _attention(block.attn, normed, height, width, channels)
+                attended = _attention(block.attn, block.attn.qkv(normed), height, width, channels)
             tokens = tokens + block.attn.proj(attended)
             tokens = tokens + block.mlp(block.norm2(tokens))
 
@@ -71,27 +72,34 @@ def _windowed_attention(
     pad_h = (window - height % window) % window
     pad_w = (window - width % window) % window
     padded_h, padded_w = height + pad_h, width + pad_w
-    # Zero padding after the norm, as the official window_partition pads: the padded tokens
-    # take part in their windows' attention with q, k, v equal to the qkv bias.
-    x = F.pad(tokens.reshape(-1, height, width, channels), (0, 0, 0, pad_w, 0, pad_h))
+    # The official code zero-pads the normed tokens and projects all of them; a zero token
+    # projects to exactly the qkv bias. So project only the real tokens and pad the
+    # projections with the bias: the same values, without the padding's share of the Gemm.
+    qkv = attn.qkv(tokens).reshape(-1, height, width, 3 * channels)
+    if pad_w:
+        fill = attn.qkv.bias.expand(qkv.shape[0], height, pad_w, 3 * channels)
+        qkv = torch.cat([qkv, fill], dim=2)
+    if pad_h:
+        fill = attn.qkv.bias.expand(qkv.shape[0], pad_h, padded_w, 3 * channels)
+        qkv = torch.cat([qkv, fill], dim=1)
     rows, cols = padded_h // window, padded_w // window
-    x = x.reshape(-1, rows, window, cols, window, channels).permute(0, 1, 3, 2, 4, 5)
-    windows = x.reshape(-1, channels)  # [B * windows * window^2, C]
-    out = _attention(attn, windows, window, window, channels)
+    qkv = qkv.reshape(-1, rows, window, cols, window, 3 * channels).permute(0, 1, 3, 2, 4, 5)
+    out = _attention(attn, qkv, window, window, channels)  # windows of window^2 tokens
     out = out.reshape(-1, rows, cols, window, window, channels).permute(0, 1, 3, 2, 4, 5)
     out = out.reshape(-1, padded_h, padded_w, channels)[:, :height, :width, :]
     return out.reshape(-1, channels)
 
 
 def _attention(
-    attn: Any, tokens: torch.Tensor, height: int, width: int, channels: int
+    attn: Any, qkv: torch.Tensor, height: int, width: int, channels: int
 ) -> torch.Tensor:
-    """Official Attention.forward up to (not including) the output projection, on a 2-D
-    token matrix of images (or windows) of height x width: [N * H * W, C] -> same."""
+    """Official Attention.forward after the qkv projection and before the output
+    projection, for images (or windows) of height x width: qkv of N * H * W tokens (any
+    shape ending in 3 C, tokens in row-major order) -> [N * H * W, C]."""
     heads = attn.num_heads
     head_dim = channels // heads
     seq = height * width
-    qkv = attn.qkv(tokens).reshape(-1, seq, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+    qkv = qkv.reshape(-1, seq, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.reshape(3, -1, seq, head_dim).unbind(0)  # [N * heads, HW, d] each
     scores = (q * attn.scale) @ k.transpose(-2, -1)
     if attn.use_rel_pos:

@@ -262,11 +262,6 @@ def _quiet_exporter_warnings() -> None:
         "ignore", message="The feature will be removed", category=DeprecationWarning
     )
     warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)
-    # F.pad's symbolic reverses its pad list with a step -1 Slice that the TorchScript
-    # constant folder leaves in place; ONNX Runtime folds it when it loads the graph.
-    warnings.filterwarnings(
-        "ignore", message="Constant folding - Only steps=1 can be constant folded", category=UserWarning
-    )
 
 
 def _name_dims(model: Any, spec: GraphSpec) -> None:
