@@ -20,6 +20,7 @@ from . import check as _check
 from . import fp16, graphs
 from ._deps import onnx, torch
 from .config import CUSTOM_MODEL_TYPE, SamConfig, resolve_config
+from .encoder import EncoderGraph
 from .errors import ExportError
 from .models import build_sam
 
@@ -193,7 +194,7 @@ def _export_fp32(
     # Graph by graph, each checked before the next is traced, so a bad export fails early.
     export_check: dict[str, float] = {}
     encoder_extra = _export_and_verify(
-        sam.image_encoder,
+        EncoderGraph(sam.image_encoder),
         graphs.encoder_example_inputs(options["exporter"]),
         graphs.ENCODER_SPEC,
         staging,
