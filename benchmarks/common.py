@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import resource
 import statistics
@@ -27,19 +28,32 @@ def load_photo(name: str = "truck.jpg") -> np.ndarray:
     return load_image(path)
 
 
-def vit_b_engine(seed: int = 0) -> tuple[Path, Path]:
-    """(engine_dir, checkpoint) of vit_b with seeded random weights, exported once and cached."""
+def vit_b_engine(seed: int = 0, export: bool = True) -> tuple[Path, Path]:
+    """(engine_dir, checkpoint) of vit_b with seeded random weights, exported once and cached.
+
+    The engine is cached per version of the exporter's sources (the graphs change with
+    them); the checkpoint depends on the seed only. With ``export=False`` only the
+    checkpoint is made (for a benchmark given its own engine directory)."""
     from samrt_export import export_engine, save_random_checkpoint
 
     base = CACHE / f"vit_b-seed{seed}"
     checkpoint = base / "checkpoint.pth"
-    engine = base / "engine"
+    engine = base / f"engine-{_exporter_digest()}"
     if not checkpoint.exists():
         base.mkdir(parents=True, exist_ok=True)
         save_random_checkpoint("vit_b", seed, checkpoint)
-    if not (engine / "manifest.json").exists():
+    if export and not (engine / "manifest.json").exists():
         export_engine("vit_b", checkpoint=checkpoint, out_dir=engine)
     return engine, checkpoint
+
+
+def _exporter_digest() -> str:
+    import samrt_export
+
+    digest = hashlib.sha256()
+    for source in sorted(Path(samrt_export.__file__).parent.glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def official_sam(checkpoint: Path) -> Any:
@@ -60,6 +74,22 @@ def timed(fn: Callable[[], Any], repeat: int, warmup: int = 1) -> tuple[float, A
         result = fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times), result
+
+
+def cpu_timed(fn: Callable[[], Any], repeat: int, warmup: int = 1) -> tuple[float, float, Any]:
+    """Median wall-clock seconds and median process CPU seconds (all threads) over `repeat`
+    runs after `warmup` runs, and the last result. On a shared machine the CPU time moves
+    less with the load than the wall-clock time."""
+    result = None
+    for _ in range(warmup):
+        result = fn()
+    walls, cpus = [], []
+    for _ in range(repeat):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        result = fn()
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - start_cpu)
+    return statistics.median(walls), statistics.median(cpus), result
 
 
 def peak_rss_mb() -> float:

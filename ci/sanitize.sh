@@ -20,4 +20,5 @@ assert core.__file__.startswith(sys.argv[1]), core.__file__
 PY
 PYTHONPATH="$site" "$py" -m pytest -q -p no:cacheprovider -m "not slow" \
   tests/test_rle_vs_pycocotools.py tests/test_nms_vs_torchvision.py \
-  tests/test_regions_vs_official.py tests/test_postprocess_vs_official.py
+  tests/test_regions_vs_official.py tests/test_postprocess_vs_official.py \
+  tests/test_public_api_fuzz.py

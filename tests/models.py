@@ -7,6 +7,8 @@ versions of torch, onnx and segment_anything, so a stale export is never reused.
 Fixtures:
   tiny_model    a real-architecture SAM with a 2-block, 32-dim encoder (seed 0), exported.
   vit_b_model   the vit_b architecture with random weights (seed 0); for @pytest.mark.slow.
+  tiny_fp16_model, vit_b_fp16_model
+                the same engine directories with the fp16 variant added next to fp32.
   sample_image  a loader: sample_image("truck.jpg") -> HxWx3 uint8 RGB from ../shared/images.
 """
 
@@ -74,7 +76,9 @@ def _cache_key(name: str, config: Any, seed: int) -> str:
     return digest.hexdigest()
 
 
-def _cached_entry_is_valid(entry: Path, checkpoint: Path) -> bool:
+def _cached_entry_is_valid(
+    entry: Path, checkpoint: Path, precisions: tuple[str, ...] = ("fp32",)
+) -> bool:
     from samrt.errors import EngineDirError
     from samrt.manifest import load_manifest, sha256_file
 
@@ -83,6 +87,8 @@ def _cached_entry_is_valid(entry: Path, checkpoint: Path) -> bool:
     try:
         manifest = load_manifest(entry / "engine")
     except EngineDirError:
+        return False
+    if any(p not in manifest.variants for p in precisions):
         return False
     return manifest.source.get("sha256") == sha256_file(checkpoint)
 
@@ -113,6 +119,29 @@ def _exported_model(request: pytest.FixtureRequest, name: str, seed: int) -> Exp
     return model
 
 
+def _with_fp16(base: ExportedModel) -> ExportedModel:
+    """A copy of ``base``'s engine directory with the fp16 variant added (cached likewise:
+    its entry is named after the base entry, whose key covers the exporter's sources)."""
+    from samrt_export import export_engine
+
+    base_entry = base.engine_dir.parent
+    prefix = f"{base.name}-fp16-seed{base.seed}-"
+    entry = base_entry.parent / (prefix + base_entry.name.rsplit("-", 1)[-1])
+    model = ExportedModel(base.name, base.seed, entry / "engine", base.checkpoint, base.config)
+    if _cached_entry_is_valid(entry, base.checkpoint, ("fp32", "fp16")):
+        return model
+
+    shutil.rmtree(entry, ignore_errors=True)
+    entry.mkdir(parents=True)
+    shutil.copytree(base.engine_dir, model.engine_dir)
+    # Adds fp16 to the copy: converts its fp32 graphs, no second trace.
+    export_engine(base.name, checkpoint=base.checkpoint, out_dir=model.engine_dir, precision="fp16")
+    for stale in base_entry.parent.glob(prefix + "*"):
+        if stale != entry:
+            shutil.rmtree(stale, ignore_errors=True)
+    return model
+
+
 @pytest.fixture(scope="session")
 def tiny_model(request: pytest.FixtureRequest) -> ExportedModel:
     return _exported_model(request, "tiny", seed=0)
@@ -121,6 +150,16 @@ def tiny_model(request: pytest.FixtureRequest) -> ExportedModel:
 @pytest.fixture(scope="session")
 def vit_b_model(request: pytest.FixtureRequest) -> ExportedModel:
     return _exported_model(request, "vit_b", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_fp16_model(tiny_model: ExportedModel) -> ExportedModel:
+    return _with_fp16(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def vit_b_fp16_model(vit_b_model: ExportedModel) -> ExportedModel:
+    return _with_fp16(vit_b_model)
 
 
 def load_sample_image(name: str) -> np.ndarray:

@@ -19,7 +19,7 @@ import onnxruntime as ort
 import pytest
 import samrt_export
 import torch
-from samrt import contract
+from samrt import checkpoints, contract
 from samrt.errors import EngineDirError
 from samrt.manifest import load_manifest, sha256_file
 from samrt_export import ExportCheckError, ExportError, cli, export_engine, graphs
@@ -414,7 +414,7 @@ def test_export_refuses_bad_requests(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="unknown model_type"):
         export_engine("vit_x", random_seed=0, out_dir=tmp_path / "e")
     with pytest.raises(ExportError, match="precision"):
-        export_engine("tiny", random_seed=0, out_dir=tmp_path / "e", precision="fp16")
+        export_engine("tiny", random_seed=0, out_dir=tmp_path / "e", precision="int8")
     with pytest.raises(ExportError, match="does not exist"):
         export_engine("tiny", checkpoint=tmp_path / "missing.pth", out_dir=tmp_path / "e")
     vit_b_shaped = samrt_export.OFFICIAL_CONFIGS["vit_b"]
@@ -505,6 +505,7 @@ def test_cli_runs_export_engine_with_the_arguments(
             "checkpoint": None,
             "random_seed": 7,
             "opset": 18,
+            "precision": "fp32",
             "overwrite": False,
         }
     ]
@@ -515,9 +516,26 @@ def test_cli_runs_export_engine_with_the_arguments(
 def test_cli_without_weights_explains_the_options(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    assert cli.main(["--model-type", "vit_h", "--out", str(tmp_path / "e")]) == 2
+    # "tiny" has no official checkpoint to download.
+    assert cli.main(["--model-type", "tiny", "--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err
     assert "--checkpoint" in err and "--random-weights" in err
+    assert not (tmp_path / "e").exists()
+
+
+def test_cli_download_offline_says_how_to_pass_a_checkpoint(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Point the official vit_b entry at a refused local port: no traffic leaves the machine.
+    monkeypatch.setitem(
+        checkpoints.OFFICIAL_CHECKPOINTS,
+        "vit_b",
+        checkpoints.OfficialCheckpoint("http://127.0.0.1:9/sam_vit_b_01ec64.pth", "0" * 64),
+    )
+    monkeypatch.setenv("SAMRT_CACHE_DIR", str(tmp_path / "cache"))
+    assert cli.main(["--model-type", "vit_b", "--out", str(tmp_path / "e")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no network" in err[0] and "--checkpoint FILE" in err[0]
     assert not (tmp_path / "e").exists()
 
 

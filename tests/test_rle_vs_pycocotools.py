@@ -27,11 +27,6 @@ from samrt.masks import (
     rle_to_bbox,
 )
 
-# pycocotools.mask.decode under numpy 2 warns about its own __array__ use.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
-)
-
 Masks = npt.NDArray[np.bool_]
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

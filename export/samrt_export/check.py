@@ -4,10 +4,15 @@ The encoder runs one synthetic photo-like image (shapes, gradients, noise, lette
 Sam.preprocess pads it). The decoder runs the torch embeddings of that image with the
 prompt kinds SamPredictor.predict_torch takes: points, points with background, a box, a
 box with points, a mask input, and several prompts at once.
+
+fp32 graphs must reproduce torch up to summation order. fp16 graphs cannot: they are held
+to what a user sees, the masks, and refused when those differ or anything overflows.
 """
 
 from __future__ import annotations
 
+import functools
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,14 +22,26 @@ import numpy as np
 import onnxruntime as ort
 from samrt import contract
 
-from ._deps import torch
+from . import fp16
+from ._deps import onnx, torch
 from .errors import ExportCheckError
 
 # Largest |onnx - torch| allowed, relative to the largest |torch| value of that output.
-# fp32 ONNX Runtime and PyTorch differ by summation order only: ~1e-6 relative on the tiny
-# model; a wrong graph (a baked-in shape, a dropped prompt term) is off by O(1).
+# fp32 ONNX Runtime and PyTorch differ by summation order only, measured at 2e-6 (tiny) and
+# 3e-6 (vit_b, random weights) for the encoder, 1e-6 for the decoder; a wrong graph (a
+# baked-in shape, a dropped prompt term) is off by 1e-2 or more.
 ENCODER_TOLERANCE = 1e-4
 DECODER_TOLERANCE = 1e-4
+
+# The fp16 variant, run end to end (fp16 encoder, then fp16 decoder on its embeddings):
+# the smallest IoU of its thresholded 256x256 masks with torch's, over every check prompt
+# and all four mask outputs. fp16 rounding alone (the fp16 twin) measured 0.998 on tiny
+# and 0.996 on vit_b (random weights); an overflow gives NaN or unrelated masks.
+FP16_MASK_IOU_TOLERANCE = 0.95
+# Largest |fp16 onnx - torch| embedding difference, relative to the largest |torch| value:
+# the twin measured 1.4e-3 (tiny) and 1.7e-3 (vit_b); a bound for gross failures only,
+# the masks decide.
+FP16_ENCODER_TOLERANCE = 0.05
 
 CHECK_IMAGE_HEIGHT = 768
 CHECK_IMAGE_WIDTH = contract.IMAGE_SIZE
@@ -69,7 +86,8 @@ def preprocess(sam: Any, image: np.ndarray) -> torch.Tensor:
     """[1,3,1024,1024] encoder input for an image whose longest side is already 1024."""
     pixels = torch.as_tensor(image).permute(2, 0, 1)[None].float()
     with torch.no_grad():
-        return sam.preprocess(pixels)
+        normalized: torch.Tensor = sam.preprocess(pixels)
+    return normalized
 
 
 def official_decoder(
@@ -157,47 +175,56 @@ def check_prompts(first_masks: Callable[[Prompt], np.ndarray]) -> list[Prompt]:
     return prompts
 
 
-def check_encoder(sam: Any, encoder_path: Path) -> tuple[dict[str, float], torch.Tensor]:
-    """Compares the encoder graph with torch on the check image.
+class Reference:
+    """The official model's outputs on the check inputs, each computed once, when first
+    needed, and shared by the fp32 and fp16 checks (the torch decoder costs ~0.3 s per
+    prompt on a CPU)."""
 
-    Returns the measured differences and the torch embeddings (the decoder check's input);
-    raises ExportCheckError beyond ENCODER_TOLERANCE.
-    """
-    image = preprocess(sam, check_image())
-    with torch.no_grad():
-        expected = sam.image_encoder(image)
-    (embeddings,) = _session(encoder_path).run(
-        [contract.ENCODER_OUTPUT], {contract.ENCODER_INPUT: image.numpy()}
-    )
-    if embeddings.shape != tuple(expected.shape):
-        raise ExportCheckError(
-            f"encoder check: ONNX embeddings have shape {embeddings.shape}, torch "
-            f"{tuple(expected.shape)}; nothing was written"
-        )
+    def __init__(self, sam: Any) -> None:
+        self.sam = sam
+        self._decoder: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    @functools.cached_property
+    def image(self) -> torch.Tensor:
+        return preprocess(self.sam, check_image())
+
+    @functools.cached_property
+    def embeddings(self) -> torch.Tensor:
+        with torch.no_grad():
+            embeddings: torch.Tensor = self.sam.image_encoder(self.image)
+        return embeddings
+
+    def decoder_outputs(self, prompt: Prompt) -> tuple[np.ndarray, np.ndarray]:
+        if prompt.name not in self._decoder:
+            self._decoder[prompt.name] = official_decoder(self.sam, self.embeddings, prompt)
+        return self._decoder[prompt.name]
+
+    def prompts(self) -> list[Prompt]:
+        return check_prompts(lambda p: self.decoder_outputs(p)[1])
+
+
+def check_encoder(reference: Reference, encoder_path: Path) -> dict[str, float]:
+    """Compares the encoder graph with torch on the check image; returns the measured
+    differences, raises ExportCheckError beyond ENCODER_TOLERANCE."""
+    embeddings = _run_encoder(_session(encoder_path), reference)
+    expected = reference.embeddings.numpy()
     result = {
-        "encoder_max_abs_diff": _max_abs_diff(embeddings, expected.numpy()),
-        "encoder_max_rel_diff": _max_rel_diff(embeddings, expected.numpy()),
+        "encoder_max_abs_diff": _max_abs_diff(embeddings, expected),
+        "encoder_max_rel_diff": _max_rel_diff(embeddings, expected),
         "encoder_tolerance": ENCODER_TOLERANCE,
     }
     _refuse_beyond_tolerance(result, "encoder", (("encoder_max_rel_diff", ENCODER_TOLERANCE),))
-    return result, expected
+    return result
 
 
-def check_decoder(sam: Any, decoder_path: Path, image_embeddings: torch.Tensor) -> dict[str, float]:
+def check_decoder(reference: Reference, decoder_path: Path) -> dict[str, float]:
     """Compares the decoder graph with the official prompt encoder + mask decoder.
 
     Both sides get the same (torch) embeddings, so encoder noise does not enter. Raises
     ExportCheckError at the first prompt set beyond DECODER_TOLERANCE.
     """
     decoder = _session(decoder_path)
-    embeddings = image_embeddings.numpy()
-    official: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-
-    def official_outputs(prompt: Prompt) -> tuple[np.ndarray, np.ndarray]:
-        if prompt.name not in official:
-            official[prompt.name] = official_decoder(sam, image_embeddings, prompt)
-        return official[prompt.name]
-
+    embeddings = reference.embeddings.numpy()
     result = {
         "decoder_iou_max_abs_diff": 0.0,
         "decoder_iou_max_rel_diff": 0.0,
@@ -205,25 +232,18 @@ def check_decoder(sam: Any, decoder_path: Path, image_embeddings: torch.Tensor) 
         "decoder_masks_max_rel_diff": 0.0,
         "decoder_tolerance": DECODER_TOLERANCE,
     }
-    for prompt in check_prompts(lambda p: official_outputs(p)[1]):
-        want_iou, want_masks = official_outputs(prompt)
-        got_iou, got_masks = decoder.run(
-            list(contract.DECODER_OUTPUTS), decoder_graph_inputs(embeddings, prompt)
+    for prompt in reference.prompts():
+        want_iou, want_masks = reference.decoder_outputs(prompt)
+        got_iou, got_masks = _run_decoder(decoder, embeddings, prompt, (want_iou, want_masks))
+        _keep_largest(
+            result,
+            {
+                "decoder_iou_max_abs_diff": _max_abs_diff(got_iou, want_iou),
+                "decoder_iou_max_rel_diff": _max_rel_diff(got_iou, want_iou),
+                "decoder_masks_max_abs_diff": _max_abs_diff(got_masks, want_masks),
+                "decoder_masks_max_rel_diff": _max_rel_diff(got_masks, want_masks),
+            },
         )
-        if got_iou.shape != want_iou.shape or got_masks.shape != want_masks.shape:
-            raise ExportCheckError(
-                f"decoder check '{prompt.name}': ONNX outputs {got_iou.shape}, {got_masks.shape}, "
-                f"torch {want_iou.shape}, {want_masks.shape}; nothing was written"
-            )
-        for key, value in (
-            ("decoder_iou_max_abs_diff", _max_abs_diff(got_iou, want_iou)),
-            ("decoder_iou_max_rel_diff", _max_rel_diff(got_iou, want_iou)),
-            ("decoder_masks_max_abs_diff", _max_abs_diff(got_masks, want_masks)),
-            ("decoder_masks_max_rel_diff", _max_rel_diff(got_masks, want_masks)),
-        ):
-            # max() could drop a NaN; keep it so that the refusal below sees it.
-            if np.isnan(value) or value > result[key]:
-                result[key] = value
         _refuse_beyond_tolerance(
             result,
             f"decoder ({prompt.name})",
@@ -235,20 +255,169 @@ def check_decoder(sam: Any, decoder_path: Path, image_embeddings: torch.Tensor) 
     return result
 
 
+def check_fp16(reference: Reference, encoder_path: Path, decoder_path: Path) -> dict[str, float]:
+    """Compares the fp16 graphs with torch; returns "fp16_"-prefixed measurements.
+
+    The graphs run twice: as fp16 twins (fp16.emulation_model: every fp16 tensor rounded
+    to fp16, as a GPU stores it; keys "fp16_...") and as they are on ONNX Runtime's CPU
+    provider, which computes most fp16 ops in fp32 ("fp16_ort_cpu_..."). Raises
+    ExportCheckError on non-finite outputs or beyond FP16_MASK_IOU_TOLERANCE or
+    FP16_ENCODER_TOLERANCE in either run.
+    """
+    result = {
+        "fp16_encoder_tolerance": FP16_ENCODER_TOLERANCE,
+        "fp16_mask_iou_tolerance": FP16_MASK_IOU_TOLERANCE,
+    }
+    with tempfile.TemporaryDirectory(dir=encoder_path.parent, prefix=".fp16-twin-") as scratch:
+        twins = []
+        for path in (encoder_path, decoder_path):
+            twin = Path(scratch) / path.name
+            # External data: an fp32 twin of vit_h's encoder exceeds protobuf's 2 GB.
+            onnx.save_model(
+                fp16.emulation_model(path),
+                str(twin),
+                save_as_external_data=True,
+                location=twin.name + ".data",
+            )
+            twins.append(_session(twin, optimize=False))
+        result |= _check_fp16_run(reference, twins[0], twins[1], "fp16_", decoder_alone=True)
+    result |= _check_fp16_run(
+        reference,
+        _session(encoder_path),
+        _session(decoder_path),
+        "fp16_ort_cpu_",
+        decoder_alone=False,
+    )
+    return result
+
+
+def _check_fp16_run(
+    reference: Reference,
+    encoder: ort.InferenceSession,
+    decoder: ort.InferenceSession,
+    prefix: str,
+    *,
+    decoder_alone: bool,
+) -> dict[str, float]:
+    """The fp16 measurements of one way of running the graphs, keys prefixed by ``prefix``.
+
+    The decoder runs on the fp16 encoder's embeddings (what a user gets, held to
+    FP16_MASK_IOU_TOLERANCE) and, with ``decoder_alone``, on torch's too (its own error,
+    recorded only).
+    """
+    embeddings = _run_encoder(encoder, reference)
+    expected = reference.embeddings.numpy()
+    encoder_rel = prefix + "encoder_max_rel_diff"
+    iou_min = prefix + "mask_iou_min"
+    result = {
+        prefix + "encoder_max_abs_diff": _max_abs_diff(embeddings, expected),
+        encoder_rel: _max_rel_diff(embeddings, expected),
+    }
+    _refuse_beyond_tolerance(result, "fp16 encoder", ((encoder_rel, FP16_ENCODER_TOLERANCE),))
+    largest: dict[str, float] = {}
+    result[iou_min] = 1.0
+    for prompt in reference.prompts():
+        want_iou, want_masks = reference.decoder_outputs(prompt)
+        got_iou, got_masks = _run_decoder(decoder, embeddings, prompt, (want_iou, want_masks))
+        outputs = [got_iou, got_masks]
+        measured = {
+            prefix + "iou_max_abs_diff": _max_abs_diff(got_iou, want_iou),
+            prefix + "masks_max_rel_diff": _max_rel_diff(got_masks, want_masks),
+        }
+        if decoder_alone:
+            alone_iou, alone_masks = _run_decoder(decoder, expected, prompt, (want_iou, want_masks))
+            outputs += [alone_iou, alone_masks]
+            measured |= {
+                prefix + "decoder_iou_max_abs_diff": _max_abs_diff(alone_iou, want_iou),
+                prefix + "decoder_masks_max_rel_diff": _max_rel_diff(alone_masks, want_masks),
+            }
+        _keep_largest(largest, measured)
+        iou = _min_mask_iou(
+            got_masks > contract.MASK_THRESHOLD, want_masks > contract.MASK_THRESHOLD
+        )
+        if not all(np.isfinite(a).all() for a in outputs):
+            iou = float("nan")  # an overflow: refused below whatever the masks look like
+        if not iou >= result[iou_min]:  # `not >=` keeps a NaN
+            result[iou_min] = iou
+        _refuse_beyond_tolerance(
+            result,
+            f"fp16 masks ({prompt.name})",
+            (),
+            at_least=((iou_min, FP16_MASK_IOU_TOLERANCE),),
+        )
+    return result | largest
+
+
+def _run_encoder(encoder: ort.InferenceSession, reference: Reference) -> np.ndarray:
+    (embeddings,) = encoder.run(
+        [contract.ENCODER_OUTPUT], {contract.ENCODER_INPUT: reference.image.numpy()}
+    )
+    expected_shape = tuple(reference.embeddings.shape)
+    if embeddings.shape != expected_shape:
+        raise ExportCheckError(
+            f"encoder check: ONNX embeddings have shape {embeddings.shape}, torch "
+            f"{expected_shape}; nothing was written"
+        )
+    return np.asarray(embeddings)
+
+
+def _run_decoder(
+    decoder: ort.InferenceSession,
+    embeddings: np.ndarray,
+    prompt: Prompt,
+    expected: tuple[np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    got_iou, got_masks = decoder.run(
+        list(contract.DECODER_OUTPUTS), decoder_graph_inputs(embeddings, prompt)
+    )
+    want_iou, want_masks = expected
+    if got_iou.shape != want_iou.shape or got_masks.shape != want_masks.shape:
+        raise ExportCheckError(
+            f"decoder check '{prompt.name}': ONNX outputs {got_iou.shape}, {got_masks.shape}, "
+            f"torch {want_iou.shape}, {want_masks.shape}; nothing was written"
+        )
+    return np.asarray(got_iou), np.asarray(got_masks)
+
+
+def _keep_largest(result: dict[str, float], measured: dict[str, float]) -> None:
+    for key, value in measured.items():
+        # max() could drop a NaN; keep it so that the refusal sees it.
+        if key not in result or np.isnan(value) or value > result[key]:
+            result[key] = value
+
+
+def _min_mask_iou(actual: np.ndarray, expected: np.ndarray) -> float:
+    """Smallest IoU over the masks of [..., H, W] boolean stacks (two empty masks agree)."""
+    axes = (-2, -1)
+    union = np.logical_or(actual, expected).sum(axes)
+    intersection = np.logical_and(actual, expected).sum(axes)
+    iou = np.where(union == 0, 1.0, intersection / np.maximum(union, 1))
+    return float(iou.min())
+
+
 def _refuse_beyond_tolerance(
-    measured: dict[str, float], what: str, limits: tuple[tuple[str, float], ...]
+    measured: dict[str, float],
+    what: str,
+    limits: tuple[tuple[str, float], ...],
+    *,
+    at_least: tuple[tuple[str, float], ...] = (),
 ) -> None:
-    # `not <=` so that NaN fails too.
+    # `not <=` and `not >=` so that NaN fails too.
     failures = [
         f"{key} = {measured[key]:.3g} > {limit:g}"
         for key, limit in limits
         if not measured[key] <= limit
     ]
+    failures += [
+        f"{key} = {measured[key]:.3g} < {limit:g}"
+        for key, limit in at_least
+        if not measured[key] >= limit
+    ]
     if failures:
         raise ExportCheckError(
-            f"the ONNX {what} disagrees with PyTorch (relative to the largest |torch| output): "
+            f"the ONNX {what} disagrees with PyTorch: "
             + "; ".join(failures)
-            + "; nothing was written"
+            + " (differences relative to the largest |torch| output); nothing was written"
         )
 
 
@@ -259,8 +428,12 @@ def _prompt_count(prompt: Prompt) -> int:
     return 1
 
 
-def _session(path: Path) -> ort.InferenceSession:
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+def _session(path: Path, *, optimize: bool = True) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    if not optimize:
+        # Graph rewrites (fusions, cast elimination) could skip the twins' rounding casts.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _max_abs_diff(actual: np.ndarray, expected: np.ndarray) -> float:

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from samrt.checkpoints import OFFICIAL_CHECKPOINTS, CheckpointDownloadError, download_checkpoint
+
 from .config import CLI_MODEL_TYPES
 
 INSTALL_HINT = "pip install 'samrt[export]'"
@@ -23,29 +25,55 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model-type", required=True, choices=CLI_MODEL_TYPES)
     weights = parser.add_mutually_exclusive_group()
-    weights.add_argument("--checkpoint", type=Path, metavar="FILE", help="official SAM .pth file")
+    weights.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="FILE",
+        help="official SAM .pth file (default: download Meta's checkpoint into the samrt cache)",
+    )
     weights.add_argument(
         "--random-weights", action="store_true", help="seeded random weights (for tests)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of --random-weights (default 0)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="engine directory")
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
+    parser.add_argument(
+        "--opset",
+        type=int,
+        default=None,
+        help="ONNX opset (default 17; when adding a variant, DIR's)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "both"),
+        default="fp32",
+        help="graphs to write: fp32 (default; every backend), fp16 (mixed precision for GPUs: "
+        "TensorRT, ONNX Runtime CUDA) or both. Adding fp16 to an fp32 DIR exported from the "
+        "same weights keeps its fp32 graphs and needs no --overwrite",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing DIR (and all its variants)"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.checkpoint is None and not args.random_weights:
-        print(
-            "samrt export: error: pass --checkpoint FILE (an official SAM .pth) or "
-            "--random-weights [--seed N]; downloading checkpoints is not supported yet",
-            file=sys.stderr,
-        )
-        return 2
+        if args.model_type not in OFFICIAL_CHECKPOINTS:
+            print(
+                f"samrt export: error: {args.model_type} has no official checkpoint: pass "
+                "--checkpoint FILE or --random-weights [--seed N]",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            args.checkpoint = download_checkpoint(args.model_type, progress=_DownloadProgress())
+        except CheckpointDownloadError as e:
+            print(f"samrt export: error: {e}", file=sys.stderr)
+            return 1
     try:
         from .errors import ExportError
-        from .export import DEFAULT_OPSET, export_engine
+        from .export import export_engine
     except ImportError as e:
         message = str(e) if INSTALL_HINT in str(e) else f"{e}; install with: {INSTALL_HINT}"
         print(f"samrt export: error: {message}", file=sys.stderr)
@@ -58,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             out_dir=args.out,
             checkpoint=args.checkpoint,
             random_seed=args.seed if args.random_weights else None,
-            opset=args.opset if args.opset is not None else DEFAULT_OPSET,
+            opset=args.opset,
+            precision=args.precision,
             overwrite=args.overwrite,
         )
     except ExportError as e:
@@ -68,6 +97,24 @@ def main(argv: list[str] | None = None) -> int:
     size = sum(p.stat().st_size for p in engine_dir.iterdir() if p.is_file())
     print(f"exported {args.model_type} to {engine_dir} ({size / 1e6:.1f} MB) in {elapsed:.1f} s")
     return 0
+
+
+class _DownloadProgress:
+    """Download progress on a terminal, every whole percent; silent in a pipe."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.shown = -1
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if not self.enabled or not total:
+            return
+        percent = done * 100 // total
+        if percent != self.shown:
+            self.shown = percent
+            end = "\n" if done >= total else ""
+            sys.stderr.write(f"\rdownloading checkpoint: {percent}% of {total / 1e6:.0f} MB{end}")
+            sys.stderr.flush()
 
 
 if __name__ == "__main__":

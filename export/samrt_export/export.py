@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import os
 import shutil
@@ -12,17 +13,25 @@ from typing import Any
 
 import samrt
 from samrt import contract
-from samrt.manifest import Manifest, ModelFile, sha256_file, write_manifest
+from samrt.errors import EngineDirError
+from samrt.manifest import Manifest, ModelFile, load_manifest, sha256_file, write_manifest
 
 from . import check as _check
-from . import graphs
+from . import fp16, graphs
 from ._deps import onnx, torch
-from .config import SamConfig, resolve_config
+from .config import CUSTOM_MODEL_TYPE, SamConfig, resolve_config
 from .errors import ExportError
 from .models import build_sam
 
 DEFAULT_OPSET = 17
-PRECISIONS = ("fp32",)
+# What `precision` may ask for, and the manifest variants each one writes.
+PRECISIONS: dict[str, tuple[str, ...]] = {
+    "fp32": ("fp32",),
+    "fp16": ("fp16",),
+    "both": ("fp32", "fp16"),
+}
+_FP32_SPECS = {"encoder": graphs.ENCODER_SPEC, "decoder": graphs.DECODER_SPEC}
+_FP16_SPECS = {"encoder": fp16.ENCODER_SPEC, "decoder": fp16.DECODER_SPEC}
 
 
 def export_engine(
@@ -32,7 +41,7 @@ def export_engine(
     checkpoint: str | os.PathLike[str] | None = None,
     config: SamConfig | Mapping[str, Any] | None = None,
     random_seed: int | None = None,
-    opset: int = DEFAULT_OPSET,
+    opset: int | None = None,
     precision: str = "fp32",
     check: bool = True,
     external_data: bool | None = None,
@@ -47,114 +56,255 @@ def export_engine(
     the official PyTorch model within :data:`samrt_export.check.ENCODER_TOLERANCE` and
     ``DECODER_TOLERANCE`` or ExportCheckError is raised.
 
-    ``external_data`` forces (True) or forbids (False) writing weights to ``<file>.data``;
-    by default only graphs over 1.5 GB use it. ``exporter`` picks torch.onnx's TorchScript
-    tracer (default: fast, exact) or the torch.export-based one.
+    ``precision`` is "fp32" (default), "fp16" or "both": the manifest variants to write.
+    The fp16 variant (``encoder.fp16.onnx``, ``decoder.fp16.onnx``) is the checked fp32
+    graph converted to compute in fp16 except for numerically sensitive ops (see
+    :mod:`samrt_export.fp16`), with float32 inputs and outputs; it is for GPUs (TensorRT,
+    ONNX Runtime CUDA), ONNX Runtime's CPU provider runs it no faster than fp32. Its check
+    holds the masks to :data:`samrt_export.check.FP16_MASK_IOU_TOLERANCE`.
+
+    ``opset`` defaults to 17 (DEFAULT_OPSET). ``external_data`` forces (True) or forbids
+    (False) writing weights to ``<file>.data``; by default only graphs over 1.5 GB use it.
+    ``exporter`` picks torch.onnx's TorchScript tracer (default; about 4x faster to export
+    on CPU) or the torch.export-based one (opset >= 18), which is there for when torch drops
+    the former.
 
     Everything is written to a temporary sibling of ``out_dir`` and renamed into place at
     the end, so a failed export leaves no engine directory behind. An existing non-empty
-    ``out_dir`` is replaced only with ``overwrite``.
+    ``out_dir`` is replaced only with ``overwrite``, with one exception: an engine directory
+    exported from the same weights gains the variants it lacks (say fp16 next to its fp32
+    graphs) without ``overwrite``; its files stay as they are and its manifest is replaced
+    atomically once the new graphs have passed their check.
     """
     try:
         manifest_type, sam_config = resolve_config(model_type, config)
     except ValueError as e:
         raise ExportError(str(e)) from None
     if precision not in PRECISIONS:
-        raise ExportError(
-            f"precision {precision!r} is not supported yet (have: {', '.join(PRECISIONS)})"
-        )
+        raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    wanted = PRECISIONS[precision]
     if (checkpoint is None) == (random_seed is None):
         raise ExportError(
             "pass exactly one source of weights: a checkpoint (--checkpoint FILE) or a random "
             "init (--random-weights --seed N); downloading official checkpoints is not supported yet"
         )
     target = Path(out_dir)
-    if _is_nonempty_dir(target) and not overwrite:
+    if target.exists() and not target.is_dir():
+        raise ExportError(f"{target} exists and is not a directory")
+    extending = _is_nonempty_dir(target) and not overwrite
+    if extending and not (target / contract.MANIFEST_FILE).is_file():
         raise ExportError(
             f"{target} already exists and is not empty; pass overwrite=True (--overwrite)"
         )
-    if target.exists() and not target.is_dir():
-        raise ExportError(f"{target} exists and is not a directory")
 
+    # By name where there is one, so that errors speak of "vit_h" rather than its numbers.
+    architecture = sam_config if manifest_type == CUSTOM_MODEL_TYPE else manifest_type
     if checkpoint is not None:
-        sam = build_sam(sam_config, checkpoint=checkpoint)
+        sam = build_sam(architecture, checkpoint=checkpoint)
         source: dict[str, Any] = {
             "checkpoint": Path(checkpoint).name,
             "sha256": sha256_file(checkpoint),
         }
     else:
         assert random_seed is not None
-        sam = build_sam(sam_config, seed=random_seed)
+        sam = build_sam(architecture, seed=random_seed)
         source = {"random_init_seed": int(random_seed)}
     _check_contract(sam)
+    existing = (
+        _extendable_manifest(target, manifest_type, sam_config, source, wanted, opset)
+        if extending
+        else None
+    )
+    if opset is None:
+        opset = existing.opset if existing is not None else DEFAULT_OPSET
 
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
     try:
-        # Graph by graph, each checked before the next is traced, so a bad export fails early.
+        reference = _check.Reference(sam) if check else None
+        variants: dict[str, dict[str, ModelFile]] = {}
         export_check: dict[str, float] = {}
-        encoder_extra = _export_and_verify(
-            sam.image_encoder,
-            graphs.encoder_example_inputs(exporter),
-            graphs.ENCODER_SPEC,
-            staging,
-            opset=opset,
-            exporter=exporter,
-            external_data=external_data,
-        )
-        if check:
-            encoder_check, check_embeddings = _check.check_encoder(
-                sam, staging / contract.ENCODER_FILE
+        if existing is not None and "fp32" in existing.variants:
+            # The directory's checked fp32 graphs are the fp16 conversion's source.
+            fp32_dir = target
+            fp32_opset = existing.opset
+        else:
+            fp32_dir = staging
+            variants["fp32"], export_check = _export_fp32(
+                sam, staging, reference, opset=opset, exporter=exporter, external_data=external_data
             )
-            export_check |= encoder_check
-        decoder_extra = _export_and_verify(
-            graphs.DecoderGraph(sam),
-            graphs.decoder_example_inputs(),
-            graphs.DECODER_SPEC,
-            staging,
-            opset=opset,
-            exporter=exporter,
-            external_data=external_data,
-        )
-        if check:
-            export_check |= _check.check_decoder(
-                sam, staging / contract.DECODER_FILE, check_embeddings
+            fp32_opset = graphs.opset_of(staging / contract.ENCODER_FILE)
+        if "fp16" in wanted:
+            variants["fp16"] = {
+                role: _convert_and_verify(
+                    fp32_dir / _FP32_SPECS[role].file, spec, staging, external_data
+                )
+                for role, spec in _FP16_SPECS.items()
+            }
+            if reference is not None:
+                export_check |= _check.check_fp16(
+                    reference,
+                    staging / fp16.ENCODER_SPEC.file,
+                    staging / fp16.DECODER_SPEC.file,
+                )
+        if "fp32" not in wanted and fp32_dir == staging:
+            # Traced only as the fp16 variant's source; export_check keeps their measurements.
+            for model in variants.pop("fp32").values():
+                for name in model.files():
+                    (staging / name).unlink()
+
+        if existing is None:
+            manifest = _new_manifest(
+                sam, manifest_type, sam_config, source, variants, export_check, fp32_opset, exporter
             )
-        written_opset = graphs.opset_of(staging / contract.ENCODER_FILE)
-        manifest = Manifest(
-            format_version=contract.MANIFEST_FORMAT_VERSION,
-            samrt_version=samrt.__version__,
-            model_type=manifest_type,
-            model_config=sam_config.to_json(),
-            image_size=int(sam.image_encoder.img_size),
-            pixel_mean=_triple(sam.pixel_mean),
-            pixel_std=_triple(sam.pixel_std),
-            mask_threshold=float(sam.mask_threshold),
-            opset=written_opset,
-            source=source,
-            variants={
-                precision: {
-                    "encoder": _model_file(staging, graphs.ENCODER_SPEC, encoder_extra),
-                    "decoder": _model_file(staging, graphs.DECODER_SPEC, decoder_extra),
-                }
-            },
-            export_check=export_check,
-            extra={
-                "export": {
-                    "exporter": exporter,
-                    "torch": torch.__version__,
-                    "onnx": onnx.__version__,
-                    "segment_anything": _package_version("segment-anything"),
-                }
-            },
-        )
+        else:
+            manifest = dataclasses.replace(
+                existing,
+                variants={**existing.variants, **variants},
+                export_check={**existing.export_check, **export_check},
+            )
+        if "fp16" in variants:
+            records = dict(manifest.extra.get("export", {}))
+            records["fp16"] = {
+                "converter": "onnxruntime.transformers.float16",
+                "onnxruntime": _package_version("onnxruntime"),
+                "fp32_ops": list(fp16.FP32_OP_TYPES),
+                "check": "fp16 twin (every fp16 tensor rounded to fp16) and ONNX Runtime CPU",
+            }
+            manifest = dataclasses.replace(manifest, extra={**manifest.extra, "export": records})
         write_manifest(staging, manifest)
         _make_shareable(staging)
-        _move_into_place(staging, target, overwrite=overwrite)
+        if existing is None:
+            _move_into_place(staging, target, overwrite=overwrite)
+        else:
+            _add_into_place(staging, target, existing, variants)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def _export_fp32(
+    sam: Any,
+    staging: Path,
+    reference: _check.Reference | None,
+    **options: Any,
+) -> tuple[dict[str, ModelFile], dict[str, float]]:
+    # Graph by graph, each checked before the next is traced, so a bad export fails early.
+    export_check: dict[str, float] = {}
+    encoder_extra = _export_and_verify(
+        sam.image_encoder,
+        graphs.encoder_example_inputs(options["exporter"]),
+        graphs.ENCODER_SPEC,
+        staging,
+        **options,
+    )
+    if reference is not None:
+        export_check |= _check.check_encoder(reference, staging / contract.ENCODER_FILE)
+    decoder_extra = _export_and_verify(
+        graphs.DecoderGraph(sam),
+        graphs.decoder_example_inputs(),
+        graphs.DECODER_SPEC,
+        staging,
+        **options,
+    )
+    if reference is not None:
+        export_check |= _check.check_decoder(reference, staging / contract.DECODER_FILE)
+    variant = {
+        "encoder": _model_file(staging, graphs.ENCODER_SPEC, encoder_extra),
+        "decoder": _model_file(staging, graphs.DECODER_SPEC, decoder_extra),
+    }
+    return variant, export_check
+
+
+def _convert_and_verify(
+    source: Path, spec: graphs.GraphSpec, staging: Path, external_data: bool | None
+) -> ModelFile:
+    extra = fp16.convert_graph(source, spec, staging, external_data=external_data)
+    path = staging / spec.file
+    # full_check: strict type inference, which catches a float/float16 mismatch that the
+    # conversion might have left between two nodes.
+    onnx.checker.check_model(str(path), full_check=True)
+    graphs.check_graph_interface(path, spec)
+    return _model_file(staging, spec, extra)
+
+
+def _new_manifest(
+    sam: Any,
+    manifest_type: str,
+    sam_config: SamConfig,
+    source: dict[str, Any],
+    variants: dict[str, dict[str, ModelFile]],
+    export_check: dict[str, float],
+    opset: int,
+    exporter: str,
+) -> Manifest:
+    return Manifest(
+        format_version=contract.MANIFEST_FORMAT_VERSION,
+        samrt_version=samrt.__version__,
+        model_type=manifest_type,
+        model_config=sam_config.to_json(),
+        image_size=int(sam.image_encoder.img_size),
+        pixel_mean=_triple(sam.pixel_mean),
+        pixel_std=_triple(sam.pixel_std),
+        mask_threshold=float(sam.mask_threshold),
+        opset=opset,
+        source=source,
+        variants=variants,
+        export_check=export_check,
+        extra={
+            "export": {
+                "exporter": exporter,
+                "torch": torch.__version__,
+                "onnx": onnx.__version__,
+                "segment_anything": _package_version("segment-anything"),
+            }
+        },
+    )
+
+
+def _extendable_manifest(
+    target: Path,
+    manifest_type: str,
+    sam_config: SamConfig,
+    source: dict[str, Any],
+    wanted: tuple[str, ...],
+    opset: int | None,
+) -> Manifest:
+    """The manifest of ``target`` if the requested variants may be added to it."""
+    try:
+        manifest = load_manifest(target)
+    except EngineDirError as e:
+        raise ExportError(
+            f"{target} already exists and is not a valid engine directory ({e}); pass "
+            "overwrite=True (--overwrite) to replace it"
+        ) from None
+    same_weights = (
+        manifest.source.get("sha256") == source["sha256"]
+        if "sha256" in source
+        else manifest.source.get("random_init_seed") == source["random_init_seed"]
+    )
+    same_model = (
+        manifest.model_type == manifest_type and manifest.model_config == sam_config.to_json()
+    )
+    if not (same_weights and same_model):
+        raise ExportError(
+            f"{target} holds an export of other weights or another architecture "
+            f"({manifest.model_type}, source {manifest.source}); variants can only be added "
+            "from the same weights; pass overwrite=True (--overwrite) to replace it"
+        )
+    have = [p for p in wanted if p in manifest.variants]
+    if have:
+        raise ExportError(
+            f"{target} already has {' and '.join(have)} graphs; pass overwrite=True "
+            "(--overwrite) to export it again"
+        )
+    if opset is not None and opset != manifest.opset:
+        raise ExportError(
+            f"{target} was exported with opset {manifest.opset}; add variants with the same "
+            "opset (or leave it out)"
+        )
+    return manifest
 
 
 def _export_and_verify(
@@ -223,6 +373,35 @@ def _make_shareable(staging: Path) -> None:
     staging.chmod(0o777 & ~umask)
     for path in staging.iterdir():
         path.chmod(0o666 & ~umask)
+
+
+def _add_into_place(
+    staging: Path, target: Path, existing: Manifest, added: dict[str, dict[str, ModelFile]]
+) -> None:
+    """Moves the added variants' files, then the staged manifest, into an engine directory.
+
+    Until the manifest is replaced (atomically, last) the directory's manifest names only
+    its old files, so a reader never sees a half-added variant; a failure removes the files
+    moved so far.
+    """
+    old_files = {
+        n for models in existing.variants.values() for m in models.values() for n in m.files()
+    }
+    names = [n for models in added.values() for m in models.values() for n in m.files()]
+    clash = sorted(old_files.intersection(names))
+    if clash:
+        raise ExportError(f"{target}: the new variant would replace {', '.join(clash)}")
+    moved: list[Path] = []
+    try:
+        for name in names:
+            os.replace(staging / name, target / name)
+            moved.append(target / name)
+        os.replace(staging / contract.MANIFEST_FILE, target / contract.MANIFEST_FILE)
+    except BaseException:
+        for path in moved:
+            path.unlink(missing_ok=True)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def _move_into_place(staging: Path, target: Path, *, overwrite: bool) -> None:

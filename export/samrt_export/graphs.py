@@ -12,6 +12,7 @@ from typing import Any, Literal
 from samrt import contract
 from samrt.manifest import TensorSpec
 
+from . import decoder
 from ._deps import onnx, torch
 from .errors import ExportError
 
@@ -95,15 +96,14 @@ class DecoderGraph(torch.nn.Module):
         for label in range(prompts.num_point_embeddings):
             sparse = sparse + prompts.point_embeddings[label].weight * (labels == label)
 
-        use_mask = has_mask_input.reshape(-1, 1, 1, 1)
-        dense = use_mask * prompts.mask_downscaling(mask_input)
-        dense = dense + (1 - use_mask) * prompts.no_mask_embed.weight.reshape(1, -1, 1, 1)
-
-        low_res_masks, iou_predictions = self.mask_decoder.predict_masks(
-            image_embeddings=image_embeddings,
-            image_pe=prompts.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
+        mask = decoder.mask_low_rank(prompts, mask_input, has_mask_input)
+        low_res_masks, iou_predictions = decoder.predict_masks(
+            self.mask_decoder,
+            image_embeddings,
+            prompts.get_dense_pe(),
+            sparse,
+            mask,
+            prompts.no_mask_embed.weight.reshape(-1),
         )
         return iou_predictions, low_res_masks
 
@@ -173,26 +173,32 @@ def export_graph(
                 raise ExportError(f"unknown exporter {exporter!r}; use 'torchscript' or 'dynamo'")
         model = onnx.load(str(raw_path), load_external_data=True)
         _name_dims(model, spec)
-        if external_data is None:
-            external_data = _initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD_BYTES
-        target = out_dir / spec.file
-        if external_data:
-            location = spec.file + ".data"
-            onnx.save_model(
-                model,
-                str(target),
-                save_as_external_data=True,
-                all_tensors_to_one_file=True,
-                location=location,
-                size_threshold=1024,
-            )
-            extra: tuple[str, ...] = (location,) if (out_dir / location).exists() else ()
-        else:
-            onnx.save_model(model, str(target))
-            extra = ()
+        return save_graph(model, out_dir / spec.file, external_data=external_data)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return extra
+
+
+def save_graph(model: Any, target: Path, *, external_data: bool | None) -> tuple[str, ...]:
+    """Saves ``model`` as ``target`` (+ ``<target>.data``); returns the external data files.
+
+    ``external_data`` None writes the weights inline unless they exceed
+    EXTERNAL_DATA_THRESHOLD_BYTES.
+    """
+    if external_data is None:
+        external_data = _initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD_BYTES
+    if not external_data:
+        onnx.save_model(model, str(target))
+        return ()
+    location = target.name + ".data"
+    onnx.save_model(
+        model,
+        str(target),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=location,
+        size_threshold=1024,
+    )
+    return (location,) if (target.parent / location).exists() else ()
 
 
 def _export_torchscript(
@@ -254,7 +260,7 @@ def _export_dynamo(
 def _quiet_exporter_warnings() -> None:
     # The tracer warns about every Python int it bakes in; with SAM's fixed 1024x1024 input
     # those are constants by design, and the parity check catches any that are not.
-    warnings.simplefilter("ignore", torch.jit.TracerWarning)
+    warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
     warnings.filterwarnings(
         "ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning
     )

@@ -68,6 +68,10 @@ def save_random_checkpoint(
     os.close(fd)
     try:
         torch.save(sam.state_dict(), tmp)
+        # mkstemp makes the file owner-only; give it the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

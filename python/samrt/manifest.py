@@ -96,7 +96,8 @@ class Manifest:
     pixel_std: tuple[float, float, float]
     mask_threshold: float
     opset: int
-    # Where the weights came from: {"file", "sha256"} of a checkpoint, or {"seed"} of a random init.
+    # Where the weights came from: {"checkpoint", "sha256"} of a checkpoint file, or
+    # {"random_init_seed"} of a seeded random initialization.
     source: dict[str, Any]
     # Graphs by precision ("fp32", "fp16"), then by role ("encoder", "decoder").
     variants: dict[str, dict[str, ModelFile]]

@@ -332,7 +332,10 @@ def decompress_rle(rles: RleLike | Sequence[RleLike]) -> UncompressedRle | list[
 def _check_real(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int (or Fraction) like 10**400: no float holds it
+        raise ValueError(f"{name} is beyond the float64 range") from None
     if math.isnan(number):
         raise ValueError(f"{name} is NaN")
     return number
@@ -378,7 +381,8 @@ def batched_nms(
     Raises:
         TypeError: a wrong dtype for ``boxes``, ``scores`` or ``idxs``, or a
             non-numeric ``iou_threshold``.
-        ValueError: wrong shapes, NaN in ``boxes``, ``scores`` or ``iou_threshold``.
+        ValueError: wrong shapes, NaN in ``boxes``, ``scores`` or ``iou_threshold``, an
+            ``iou_threshold`` beyond the float64 range.
     """
     box_array = np.asarray(boxes)
     score_array = np.asarray(scores)
@@ -450,8 +454,8 @@ def remove_small_regions(
 
     Raises:
         TypeError: ``mask`` not a bool/uint8 numpy array, or ``mode`` not a str.
-        ValueError: ``mask`` not 2-D or empty, ``area_thresh`` negative or NaN, unknown
-            ``mode``.
+        ValueError: ``mask`` not 2-D or empty, ``area_thresh`` negative, NaN or beyond the
+            float64 range, unknown ``mode``.
     """
     data = _mask_bytes(mask, "mask", 2)
     threshold = _check_region_args(area_thresh, mode)
@@ -477,8 +481,8 @@ def remove_small_regions_batch(
 
     Raises:
         TypeError: ``masks`` not a bool/uint8 numpy array, or ``mode`` not a str.
-        ValueError: ``masks`` not 3-D, H or W zero with N > 0, ``area_thresh`` negative or
-            NaN, unknown ``mode``.
+        ValueError: ``masks`` not 3-D, H or W zero with N > 0, ``area_thresh`` negative,
+            NaN or beyond the float64 range, unknown ``mode``.
     """
     data = _mask_bytes(masks, "masks", 3)
     threshold = _check_region_args(area_thresh, mode)

@@ -226,6 +226,8 @@ def _finite(value: Any, name: str) -> float:
         number = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}") from None
+    except OverflowError:  # an int like 10**400: beyond every float, so not finite
+        raise ValueError(f"{name} must be finite, got a number beyond the float64 range") from None
     if not math.isfinite(number):
         raise ValueError(f"{name} must be finite, got {number}")
     return number

@@ -318,7 +318,7 @@ def _prompt_points(
     else:
         parts_xy.append(np.zeros((n_prompts, 1, 2), dtype=np.float64))
         parts_label.append(np.full((n_prompts, 1), contract.LABEL_PADDING, dtype=np.float64))
-    xy = np.concatenate(parts_xy, axis=1).astype(np.float32)
-    if not np.isfinite(xy).all():
+    xy = np.concatenate(parts_xy, axis=1)
+    if np.abs(xy).max() > np.finfo(np.float32).max:
         raise ValueError("point_coords or box are too large: they overflow float32 in the model's frame")
-    return np.ascontiguousarray(xy), np.ascontiguousarray(np.concatenate(parts_label, axis=1), dtype=np.float32)
+    return np.ascontiguousarray(xy, dtype=np.float32), np.ascontiguousarray(np.concatenate(parts_label, axis=1), dtype=np.float32)
