@@ -77,6 +77,10 @@ class OnnxRuntimeBackend(Backend):
             )
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # ORT's CPU arena keeps every run's peak and grows across runs (vit_b: the encoder
+        # 2.5 -> 4.1 GB over two images, the 64-prompt decoder 2.2 -> 3.9 GB over two
+        # batches); without it a run's buffers are freed, at no measurable cost in speed.
+        options.enable_cpu_mem_arena = False
         if intra_op_num_threads is not None:
             options.intra_op_num_threads = intra_op_num_threads
         if providers[0] == CPU:
