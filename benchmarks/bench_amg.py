@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from common import random_weights_engine
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE = REPO_ROOT.parent / "shared" / "images" / "truck.jpg"
-DEFAULT_WORKDIR = REPO_ROOT / "engines" / "bench-amg"
 
 TARGET_SPEEDUP = 2.5
 TARGET_MEMORY_FRACTION = 0.25
@@ -186,36 +187,18 @@ def _result(
 
 
 def _prepare(args: argparse.Namespace) -> tuple[Path, Path]:
-    """The engine and its checkpoint, exported once (in a child process, so this one stays
-    small) and kept under --workdir."""
-    workdir = Path(args.workdir) / f"{args.model_type}-seed{args.seed}"
-    checkpoint = workdir / f"{args.model_type}-seed{args.seed}.pth"
-    engine = workdir / "engine"
-    if not (checkpoint.is_file() and (engine / "manifest.json").is_file()):
-        print(f"exporting {args.model_type} (random weights, seed {args.seed}) to {engine} ...")
-        command = [sys.executable, __file__, "--child", "export", "--model-type", args.model_type]
-        command += [
-            "--seed",
-            str(args.seed),
-            "--engine",
-            str(engine),
-            "--checkpoint",
-            str(checkpoint),
-        ]
-        subprocess.run(command, check=True)
-    return engine, checkpoint
+    """The engine and its checkpoint from the benchmarks' cache (common.py), exported in a
+    child process the first time, so that this one stays small."""
+    command = [sys.executable, __file__, "--child", "export", "--model-type", args.model_type]
+    command += ["--seed", str(args.seed), "--out", "-"]
+    found = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
+    engine, checkpoint = json.loads(found.splitlines()[-1])
+    return Path(engine), Path(checkpoint)
 
 
 def _export(args: argparse.Namespace) -> None:
-    import samrt_export
-
-    configs = samrt_export.OFFICIAL_CONFIGS
-    config = samrt_export.TINY_CONFIG if args.model_type == "tiny" else configs[args.model_type]
-    Path(args.checkpoint).parent.mkdir(parents=True, exist_ok=True)
-    samrt_export.save_random_checkpoint(config, args.seed, Path(args.checkpoint))
-    samrt_export.export_engine(
-        args.model_type, checkpoint=args.checkpoint, out_dir=args.engine, overwrite=True
-    )
+    engine, checkpoint = random_weights_engine(args.model_type, args.seed)
+    print(json.dumps([str(engine), str(checkpoint)]))
 
 
 def _child(which: str, engine: Path, checkpoint: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -344,7 +327,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--points-per-side", type=int, default=32)
-    parser.add_argument("--workdir", default=str(DEFAULT_WORKDIR))
     parser.add_argument(
         "--only", choices=["samrt", "official"], help="run one side (no comparison)"
     )

@@ -29,21 +29,27 @@ def load_photo(name: str = "truck.jpg") -> np.ndarray:
 
 
 def vit_b_engine(seed: int = 0, export: bool = True) -> tuple[Path, Path]:
-    """(engine_dir, checkpoint) of vit_b with seeded random weights, exported once and cached.
+    return random_weights_engine("vit_b", seed, export)
+
+
+def random_weights_engine(
+    model_type: str = "vit_b", seed: int = 0, export: bool = True
+) -> tuple[Path, Path]:
+    """(engine_dir, checkpoint) of a SAM with seeded random weights, exported once and cached.
 
     The engine is cached per version of the exporter's sources (the graphs change with
     them); the checkpoint depends on the seed only. With ``export=False`` only the
     checkpoint is made (for a benchmark given its own engine directory)."""
     from samrt_export import export_engine, save_random_checkpoint
 
-    base = CACHE / f"vit_b-seed{seed}"
+    base = CACHE / f"{model_type}-seed{seed}"
     checkpoint = base / "checkpoint.pth"
     engine = base / f"engine-{_exporter_digest()}"
     if not checkpoint.exists():
         base.mkdir(parents=True, exist_ok=True)
-        save_random_checkpoint("vit_b", seed, checkpoint)
+        save_random_checkpoint(model_type, seed, checkpoint)
     if export and not (engine / "manifest.json").exists():
-        export_engine("vit_b", checkpoint=checkpoint, out_dir=engine)
+        export_engine(model_type, checkpoint=checkpoint, out_dir=engine)
     return engine, checkpoint
 
 

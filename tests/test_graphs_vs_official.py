@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from samrt import contract
-from samrt_export import graphs
+from samrt_export import encoder, graphs
 from samrt_export.encoder import EncoderGraph
 from samrt_export.models import build_sam
 
@@ -31,7 +31,14 @@ def sam() -> Any:
     return build_sam("tiny", seed=3)
 
 
-def test_encoder_graph_matches_official_image_encoder(sam: Any) -> None:
+@pytest.mark.parametrize("heads_per_group", [1, 2], ids=["heads-in-groups", "all-heads-at-once"])
+def test_encoder_graph_matches_official_image_encoder(
+    sam: Any, heads_per_group: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The global block's heads run in groups for vit_b and larger (one group for tiny's
+    two heads unless the budget is cut to one head's scores)."""
+    seq = (contract.IMAGE_SIZE // 16) ** 2
+    monkeypatch.setattr(encoder, "MAX_SCORE_BYTES_PER_IMAGE", heads_per_group * 4 * seq * seq)
     images = torch.randn(2, 3, contract.IMAGE_SIZE, contract.IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = sam.image_encoder(images)

@@ -11,6 +11,8 @@ with its tensors laid out so that the exported graph does less work.
 * The decomposed relative-position terms are batched matrix products over the query
   row (or column) instead of Einsums, and the relative-position tables are gathered once
   at export (the indices depend only on the window size).
+* The global blocks' attention runs a few heads at a time (MAX_SCORE_BYTES_PER_IMAGE), so
+  the full heads x 4096 x 4096 score matrix never exists at once.
 * The neck's 1x1 convolution and first LayerNorm2d run on the channels-last tokens.
 """
 
@@ -90,6 +92,13 @@ def _windowed_attention(
     return out.reshape(-1, channels)
 
 
+# A global block's attention scores are heads x 4096 x 4096 floats per image (805 MB for
+# vit_b, 1.07 GB for vit_h), and the relative-position add and the softmax each make
+# another tensor that size. Heads are independent, so they run in groups whose scores
+# stay under this many bytes: the peak drops to a few hundred MB, the work is the same.
+MAX_SCORE_BYTES_PER_IMAGE = 128 << 20
+
+
 def _attention(
     attn: Any, qkv: torch.Tensor, height: int, width: int, channels: int
 ) -> torch.Tensor:
@@ -100,15 +109,32 @@ def _attention(
     head_dim = channels // heads
     seq = height * width
     qkv = qkv.reshape(-1, seq, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.reshape(3, -1, seq, head_dim).unbind(0)  # [N * heads, HW, d] each
-    scores = (q * attn.scale) @ k.transpose(-2, -1)
+    q, k, v = qkv.unbind(0)  # [N, heads, HW, d] each
+    group = max(1, min(heads, MAX_SCORE_BYTES_PER_IMAGE // (4 * seq * seq)))
+    outs = [
+        _attention_heads(
+            attn, q[:, h : h + group], k[:, h : h + group], v[:, h : h + group], height, width
+        )
+        for h in range(0, heads, group)
+    ]
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # [N, heads, HW, d]
+    return out.reshape(-1, heads, height, width, head_dim).permute(0, 2, 3, 1, 4).reshape(-1, channels)
+
+
+def _attention_heads(
+    attn: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, height: int, width: int
+) -> torch.Tensor:
+    """Scaled dot-product attention with the decomposed relative positions for a group of
+    heads: q, k, v [N, g, HW, d] -> [N, g, HW, d]."""
+    n_heads, seq, head_dim = q.shape[1], q.shape[2], q.shape[3]
+    q = q.reshape(-1, seq, head_dim)
+    scores = (q * attn.scale) @ k.reshape(-1, seq, head_dim).transpose(-2, -1)
     if attn.use_rel_pos:
         rel_h, rel_w = _decomposed_rel_pos(attn, q, height, width)
         scores = scores.reshape(-1, height, width, height, width)
         scores = (scores + rel_h.unsqueeze(-1) + rel_w.unsqueeze(-2)).reshape(-1, seq, seq)
     probs = scores.softmax(dim=-1)
-    out = (probs @ v).reshape(-1, heads, height, width, head_dim).permute(0, 2, 3, 1, 4)
-    return out.reshape(-1, channels)
+    return (probs @ v.reshape(-1, seq, head_dim)).reshape(-1, n_heads, seq, head_dim)
 
 
 def _decomposed_rel_pos(
