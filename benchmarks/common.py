@@ -71,14 +71,9 @@ def official_sam(checkpoint: Path) -> Any:
 
 def timed(fn: Callable[[], Any], repeat: int, warmup: int = 1) -> tuple[float, Any]:
     """Median seconds over `repeat` runs after `warmup` runs, and the last result."""
-    result = None
-    for _ in range(warmup):
-        result = fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
+    from samrt.bench import measure
+
+    times, result = measure(fn, repeat, warmup)
     return statistics.median(times), result
 
 

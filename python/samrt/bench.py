@@ -193,7 +193,9 @@ def _backend_choices(manifest: Any, backends: str) -> list[tuple[str, str]]:
     return chosen
 
 
-def _measure(fn: Callable[[], Any], repeat: int, warmup: int) -> tuple[list[float], Any]:
+def measure(fn: Callable[[], Any], repeat: int, warmup: int) -> tuple[list[float], Any]:
+    """Wall-clock seconds of `repeat` calls of fn after `warmup` untimed ones, and the last
+    result (also used by the scripts in benchmarks/)."""
     result = None
     for _ in range(warmup):
         result = fn()
@@ -236,7 +238,7 @@ def _bench_samrt(engine: Path, backend: str, precision: str, image: np.ndarray, 
     def load() -> None:
         holder["model"] = Model(engine, backend, precision=precision)
 
-    times, _ = _measure(load, repeat, 0)
+    times, _ = measure(load, repeat, 0)
     model = holder["model"]
     label = model.backend_name
     if "load" not in skip:
@@ -254,7 +256,7 @@ def _bench_samrt(engine: Path, backend: str, precision: str, image: np.ndarray, 
         if case in skip:
             continue
         runs = repeat * 5 if case == "predict_1" else repeat
-        times, _ = _measure(fn, runs, warmup if case != "generate" else 0)
+        times, _ = measure(fn, runs, warmup if case != "generate" else 0)
         rows.append(_row(label, precision, case, times))
     return rows
 
@@ -274,7 +276,7 @@ def _bench_official(manifest: Any, checkpoint: Path | None, image: np.ndarray, r
     def load() -> None:
         holder["sam"] = sam_model_registry[manifest.model_type](checkpoint=str(checkpoint)).eval()
 
-    times, _ = _measure(load, repeat, 0)
+    times, _ = measure(load, repeat, 0)
     if "load" not in skip:
         rows.append(_row("official", "fp32", "load", times))
     predictor = SamPredictor(holder["sam"])
@@ -298,7 +300,7 @@ def _bench_official(manifest: Any, checkpoint: Path | None, image: np.ndarray, r
             if case in skip:
                 continue
             runs = repeat * 5 if case == "predict_1" else repeat
-            times, _ = _measure(fn, runs, warmup if case != "generate" else 0)
+            times, _ = measure(fn, runs, warmup if case != "generate" else 0)
             rows.append(_row("official", "fp32", case, times))
     return rows
 
