@@ -1,4 +1,5 @@
 #include "bindings.hpp"
+#include "heap.hpp"
 #include "thread_pool.hpp"
 
 #include <stdexcept>
@@ -17,6 +18,16 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "get_num_threads", [] { return samrt::default_pool()->num_threads(); },
       "Number of threads the kernels use, the calling thread included.");
+
+  m.def(
+      "release_free_heap_memory",
+      [] {
+        // Nothing Python-owned is touched: trimming may take a while on a large heap.
+        py::gil_scoped_release release;
+        return samrt::release_free_heap_memory();
+      },
+      "Give memory freed by any thread back to the OS (glibc malloc_trim); False where "
+      "unsupported or nothing was returned.");
 
   register_rle(m);
   register_nms(m);

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from . import _core
 from ._validate import as_image
 from .masks import (
     batched_nms,
@@ -398,14 +399,22 @@ class AutomaticMaskGenerator:
         segmentation, area, bbox (XYWH), predicted_iou, point_coords, stability_score and
         crop_box (XYWH), in the official generator's order."""
         image = as_image(image, "image", max_pixels=self.predictor.max_image_pixels)
+        try:
+            return self._generate_records(image)
+        finally:
+            # Decoder runs and every batch's RLEs came and went: return that memory to the
+            # OS so that a service's resident size stays flat (see csrc/heap.hpp).
+            _core.release_free_heap_memory()
+
+    # -- stages --------------------------------------------------------------------------
+
+    def _generate_records(self, image: npt.NDArray[np.uint8]) -> list[dict[str, Any]]:
         masks = self._generate_masks(image)
         if self.min_mask_region_area > 0 and len(masks):
             masks = self._remove_small_regions(
                 masks, image.shape[:2], max(self.box_nms_thresh, self.crop_nms_thresh)
             )
         return self._records(masks, (int(image.shape[0]), int(image.shape[1])))
-
-    # -- stages --------------------------------------------------------------------------
 
     def _generate_masks(self, image: npt.NDArray[np.uint8]) -> _Masks:
         orig_size = (int(image.shape[0]), int(image.shape[1]))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from . import contract, transforms
+from . import _core, contract, transforms
 from ._validate import (
     as_boxes,
     as_image,
@@ -114,6 +114,10 @@ class Predictor:
             original_size=(int(image.shape[0]), int(image.shape[1])),
             input_size=(int(resized.shape[0]), int(resized.shape[1])),
         )
+        del image, resized, batch
+        # The encoder's intermediates (about 0.5 GB for vit_b) were just freed: hand them
+        # back to the OS, or the heap keeps them (see csrc/heap.hpp).
+        _core.release_free_heap_memory()
 
     def set_image_embedding(
         self,
