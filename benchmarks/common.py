@@ -40,24 +40,26 @@ def random_weights_engine(
     The engine is cached per version of the exporter's sources (the graphs change with
     them); the checkpoint depends on the seed only. With ``export=False`` only the
     checkpoint is made (for a benchmark given its own engine directory)."""
-    from samrt_export import export_engine, save_random_checkpoint
-
     base = CACHE / f"{model_type}-seed{seed}"
     checkpoint = base / "checkpoint.pth"
     engine = base / f"engine-{_exporter_digest()}"
+    # samrt_export (and so torch) is imported only to make what is missing: a benchmark of
+    # samrt's memory must not carry torch in its process.
     if not checkpoint.exists():
+        from samrt_export import save_random_checkpoint
+
         base.mkdir(parents=True, exist_ok=True)
         save_random_checkpoint(model_type, seed, checkpoint)
     if export and not (engine / "manifest.json").exists():
+        from samrt_export import export_engine
+
         export_engine(model_type, checkpoint=checkpoint, out_dir=engine)
     return engine, checkpoint
 
 
 def _exporter_digest() -> str:
-    import samrt_export
-
     digest = hashlib.sha256()
-    for source in sorted(Path(samrt_export.__file__).parent.glob("*.py")):
+    for source in sorted((ROOT / "export" / "samrt_export").glob("*.py")):
         digest.update(source.name.encode() + b"\0" + source.read_bytes())
     return digest.hexdigest()[:12]
 
