@@ -58,7 +58,9 @@ def main() -> None:
             point_labels=np.array([1]),
             return_logits=call % 7 == 0,
         )
-        if call % per_generation == 0 and call // per_generation <= args.generations:
+        # Generations fall between the RSS readings (a reading right after one would count
+        # the records it returned and the caller just dropped, still in the allocator).
+        if call % per_generation == per_generation // 2 and call // per_generation < args.generations:
             generator.generate(image)
         if call == 100:
             baseline = rss_mb()
