@@ -26,23 +26,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common import IMAGES, random_weights_engine
+from common import IMAGES, proc_status_mib, random_weights_engine, reset_peak_rss
 
 WIDTH, HEIGHT = 8000, 6000
 MASKS_PER_BATCH = 64 * 3
-
-
-def _status_mib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def _reset_peak() -> None:
-    """Restarts the peak resident size (VmHWM) at the current one (Linux >= 4.0), so that
-    the peak read afterwards is that of what follows, not of loading the model."""
-    Path("/proc/self/clear_refs").write_text("5")
 
 
 def main() -> int:
@@ -67,12 +54,12 @@ def main() -> int:
         min_mask_region_area=args.min_mask_region_area,
         output_mode="coco_rle",
     )
-    _reset_peak()
-    before = _status_mib("VmRSS")
+    reset_peak_rss()
+    before = proc_status_mib("VmRSS")
     start, start_cpu = time.perf_counter(), time.process_time()
     records = generator.generate(image)
     wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
-    peak = _status_mib("VmHWM")
+    peak = proc_status_mib("VmHWM")
 
     full_res = WIDTH * HEIGHT
     float_batch_mib = MASKS_PER_BATCH * full_res * 4 / 2**20

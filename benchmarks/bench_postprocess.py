@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from common import proc_status_mib, reset_peak_rss
+
 LOW_RES = 256
 INPUT_SIZE = (683, 1024)
 ORIGINAL_SIZE = (1200, 1800)
@@ -146,14 +148,6 @@ def ratios(ours: Timing, ref: Timing) -> str:
     return f"speed-up {ref.wall / ours.wall:.1f}x wall, {ref.cpu / ours.cpu:.1f}x CPU"
 
 
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def measure_memory(which: str) -> dict[str, float]:
     """Peak extra memory of one call, in this (fresh) process: RSS high-water mark growth
     and the tracemalloc peak."""
@@ -161,16 +155,15 @@ def measure_memory(which: str) -> dict[str, float]:
     fn = ours_amg if which == "amg" else ours_predictor
     low_res = realistic_logits(n, seed=0)
     fn(low_res[:1])  # import, thread pool and first-touch costs out of the measurement
-    rss_before = _status_kb("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM to the current RSS
+    rss_before = proc_status_mib("VmRSS")
+    reset_peak_rss()
     tracemalloc.start()
     result = fn(low_res)
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    rss_growth = _status_kb("VmHWM") - rss_before
+    rss_growth = proc_status_mib("VmHWM") - rss_before
     del result
-    return {"rss_peak_growth_mb": rss_growth / 1024, "tracemalloc_peak_mb": traced_peak / 2**20}
+    return {"rss_peak_growth_mb": rss_growth, "tracemalloc_peak_mb": traced_peak / 2**20}
 
 
 def memory_in_subprocess(which: str) -> dict[str, float] | None:
@@ -190,11 +183,10 @@ def memory_in_subprocess(which: str) -> dict[str, float] | None:
 
 def reference_peak_mb(fn: Callable[[], Any]) -> tuple[Timing, Any, float]:
     """One timed call of fn, its result and its peak RSS growth in MB."""
-    rss_before = _status_kb("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
+    rss_before = proc_status_mib("VmRSS")
+    reset_peak_rss()
     timing, result = timed(fn, 1)
-    return timing, result, (_status_kb("VmHWM") - rss_before) / 1024
+    return timing, result, proc_status_mib("VmHWM") - rss_before
 
 
 def rle_iou(a: np.ndarray, b: list[int], h: int, w: int) -> float:

@@ -15,17 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common import load_photo, random_weights_engine
+from common import load_photo, proc_status_mib, random_weights_engine
 
 import samrt
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 def main() -> None:
@@ -63,10 +55,10 @@ def main() -> None:
         if call % per_generation == per_generation // 2 and call // per_generation < args.generations:
             generator.generate(image)
         if call == 100:
-            baseline = rss_mb()
+            baseline = proc_status_mib("VmRSS")
         if call % 250 == 0:
-            samples.append((call, rss_mb()))
-    end = rss_mb()
+            samples.append((call, proc_status_mib("VmRSS")))
+    end = proc_status_mib("VmRSS")
     assert baseline is not None
     growth = (end - baseline) / baseline * 100
     print(f"{args.calls} predict calls and {args.generations} generations in {time.perf_counter() - started:.0f} s")

@@ -95,6 +95,22 @@ def cpu_timed(fn: Callable[[], Any], repeat: int, warmup: int = 1) -> tuple[floa
     return statistics.median(walls), statistics.median(cpus), result
 
 
+def proc_status_mib(field: str) -> float:
+    """A memory field of /proc/self/status (VmRSS, VmHWM, ...) in MiB (Linux)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak_rss() -> None:
+    """Restarts the peak resident size (VmHWM) at the current one (Linux >= 4.0), so that
+    the peak read afterwards is that of what follows, not of what came before."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
