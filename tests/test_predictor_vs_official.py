@@ -141,3 +141,23 @@ def test_saved_embedding_gives_same_prediction(tiny_model: Any, truck_pair: Pair
     a, b = truck_pair.ours.predict(**prompt), other.predict(**prompt)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
+
+
+def test_image_state_moves_between_predictors_of_one_model(truck_pair: Pair) -> None:
+    state = truck_pair.ours.image_state
+    assert state.nbytes == truck_pair.ours.get_image_embedding().nbytes
+    other = samrt.Predictor(truck_pair.ours.model)
+    other.set_image_state(state)
+    assert other.original_size == truck_pair.ours.original_size
+    assert other.input_size == truck_pair.ours.input_size
+    prompt = dict(point_coords=np.array([[500, 375]]), point_labels=np.array([1]))
+    for x, y in zip(truck_pair.ours.predict(**prompt), other.predict(**prompt)):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_image_state_of_another_model_is_refused(tiny_model: Any, truck_pair: Pair) -> None:
+    stranger = samrt.Predictor(samrt.Model(tiny_model.engine_dir))
+    with pytest.raises(ValueError, match="another Model"):
+        stranger.set_image_state(truck_pair.ours.image_state)
+    with pytest.raises(TypeError, match="ImageState"):
+        stranger.set_image_state(truck_pair.ours.get_image_embedding())  # type: ignore[arg-type]

@@ -10,13 +10,14 @@ from __future__ import annotations
 from ._core import __version__, get_num_threads, set_num_threads
 from .amg import AutomaticMaskGenerator
 from .errors import BackendUnavailableError, EngineDirError, ImageNotSetError, SamrtError
-from .predictor import Model, Predictor
+from .predictor import ImageState, Model, Predictor
 
 __all__ = [
     "AutomaticMaskGenerator",
     "BackendUnavailableError",
     "EngineDirError",
     "ImageNotSetError",
+    "ImageState",
     "Model",
     "Predictor",
     "SamrtError",

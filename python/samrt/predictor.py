@@ -68,11 +68,23 @@ class Model:
         )
 
 
-@dataclass(frozen=True)
-class _ImageState:
+@dataclass(frozen=True, eq=False)
+class ImageState:
+    """One image as a Predictor holds it: the embedding (in the backend's form, on the
+    device for a GPU backend) and the image's sizes. Immutable and bound to the Model
+    that made it: a service keeps these in its cache and hands one to any Predictor of
+    the same Model with :meth:`Predictor.set_image_state`, with no copy and no check of
+    the embedding's values (it came from this Model)."""
+
+    model: Model
     embedding: Embedding
     original_size: tuple[int, int]
     input_size: tuple[int, int]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this state holds (on the host or the device), for caches bounded in bytes."""
+        return self.model.backend.embedding_nbytes(self.embedding)
 
 
 class Predictor:
@@ -94,7 +106,7 @@ class Predictor:
         else:
             self.model = Model(engine_dir_or_model, backend, precision=precision)
         self.max_image_pixels = max_image_pixels
-        self._state: _ImageState | None = None
+        self._state: ImageState | None = None
 
     # -- image ---------------------------------------------------------------------------
 
@@ -109,7 +121,8 @@ class Predictor:
         resized = transforms.resize_longest_side(image, manifest.image_size)
         batch = transforms.normalize_and_pad(resized, manifest.pixel_mean, manifest.pixel_std, manifest.image_size)
         embedding = self.model.backend.encode(batch)
-        self._state = _ImageState(
+        self._state = ImageState(
+            model=self.model,
             embedding=embedding,
             original_size=(int(image.shape[0]), int(image.shape[1])),
             input_size=(int(resized.shape[0]), int(resized.shape[1])),
@@ -137,7 +150,8 @@ class Predictor:
             raise TypeError(f"embedding must be a float array, got dtype {array.dtype}")
         if not np.isfinite(array).all():
             raise ValueError("embedding contains NaN or infinite values")
-        self._state = _ImageState(
+        self._state = ImageState(
+            model=self.model,
             embedding=self.model.backend.embedding_from_numpy(array.astype(np.float32)),
             original_size=size,
             input_size=transforms.preprocess_shape(*size, self.model.manifest.image_size),
@@ -146,6 +160,19 @@ class Predictor:
     def get_image_embedding(self) -> npt.NDArray[np.float32]:
         """The current image's embedding, [1,256,64,64] float32 on the host."""
         return self.model.backend.embedding_to_numpy(self._require_image().embedding)
+
+    @property
+    def image_state(self) -> ImageState:
+        """The current image's state, to keep and later restore with set_image_state."""
+        return self._require_image()
+
+    def set_image_state(self, state: ImageState) -> None:
+        """Makes ``state`` (from any Predictor of this Predictor's Model) the current image."""
+        if not isinstance(state, ImageState):
+            raise TypeError(f"state must be an ImageState, got {type(state).__name__}")
+        if state.model is not self.model:
+            raise ValueError("this ImageState was made by another Model; states are bound to their Model")
+        self._state = state
 
     def reset_image(self) -> None:
         self._state = None
@@ -237,7 +264,7 @@ class Predictor:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _require_image(self) -> _ImageState:
+    def _require_image(self) -> ImageState:
         state = self._state
         if state is None:
             raise ImageNotSetError("an image must be set with set_image() (or set_image_embedding()) first")
@@ -245,7 +272,7 @@ class Predictor:
 
     def _decode(
         self,
-        state: _ImageState,
+        state: ImageState,
         point_coords: npt.ArrayLike | None,
         point_labels: npt.ArrayLike | None,
         boxes: npt.ArrayLike | None,

@@ -49,6 +49,10 @@ class Backend(abc.ABC):
     def embedding_from_numpy(self, array: FloatArray) -> Embedding:
         """The backend's form of a host embedding [1,256,64,64] float32."""
 
+    def embedding_nbytes(self, embedding: Embedding) -> int:
+        """Bytes an embedding holds; host arrays by default."""
+        return int(embedding.nbytes)
+
     def select_embedding(self, embedding: Embedding, index: int) -> Embedding:
         """The embedding of one image of an encoded batch, as [1,256,64,64]."""
         return embedding[index : index + 1]

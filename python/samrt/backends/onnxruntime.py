@@ -205,6 +205,11 @@ class OnnxRuntimeBackend(Backend):
             return self._ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0)
         return array
 
+    def embedding_nbytes(self, embedding: Embedding) -> int:
+        if self._on_gpu:  # an OrtValue on the device: float32 elements
+            return int(np.prod(embedding.shape())) * 4
+        return int(embedding.nbytes)
+
     def select_embedding(self, embedding: Embedding, index: int) -> Embedding:
         if self._on_gpu:
             # OrtValues cannot be sliced on the device; a batch is re-uploaded per image.
