@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 from samrt import contract
 from samrt.backends.base import Backend
+from samrt.families import SamFamily
 from samrt.manifest import Manifest
 from samrt.predictor import Model
 
@@ -312,28 +314,59 @@ def _decode_point(
 
 
 class FakeBackend(Backend):
-    """A samrt backend running the fake encoder and decoder. Stateless: thread-safe."""
+    """A samrt backend running the fake encoder and decoder in place of the graphs.
+    Stateless: thread-safe.
+
+    The SAM family chains the graphs as it chains real ones; the fake's tensors only keep
+    what it needs: decoder_image passes the embedding on (the label map), decoder_prompts
+    returns the four logit maps as the "prompt image tokens" and each mask's index in its
+    "mask weights", so that decoder_masks returns the logits of the masks chosen."""
 
     name = "fake (label-map decoder)"
+    # Small, so that the family's batching and selection run in every generation.
+    prompts_per_run = 8
 
-    def encode(self, images: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        return np.concatenate([fake_encode(images[i : i + 1]) for i in range(len(images))])
-
-    def decode(
+    def run(
         self,
-        embedding: Any,
-        point_coords: npt.NDArray[np.float32],
-        point_labels: npt.NDArray[np.float32],
-        mask_input: npt.NDArray[np.float32],
-        has_mask_input: npt.NDArray[np.float32],
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        return fake_decode(embedding, point_coords, point_labels)
+        role: str,
+        inputs: Mapping[str, Any],
+        outputs: Sequence[str],
+        *,
+        to_host: Collection[str] = (),
+    ) -> dict[str, Any]:
+        if role == contract.ENCODER:
+            images = inputs[contract.ENCODER_INPUT]
+            produced = {
+                contract.ENCODER_OUTPUT: np.concatenate(
+                    [fake_encode(images[i : i + 1]) for i in range(len(images))]
+                )
+            }
+        elif role == contract.DECODER_IMAGE:
+            embedding = inputs[contract.ENCODER_OUTPUT]
+            tokens, *projections = contract.DECODER_IMAGE_OUTPUTS
+            produced = {tokens: np.array(embedding, copy=True)}
+            produced |= {name: np.zeros(0, np.float32) for name in projections}
+        elif role == contract.DECODER_PROMPTS:
+            coords, labels = contract.PROMPT_INPUTS[:2]
+            iou, logits = fake_decode(
+                inputs[contract.DECODER_IMAGE_OUTPUTS[0]], inputs[coords], inputs[labels]
+            )
+            index = np.zeros((len(iou), contract.NUM_MASK_OUTPUTS, contract.MASK_WEIGHT_DIM), np.float32)
+            index += np.arange(contract.NUM_MASK_OUTPUTS, dtype=np.float32)[None, :, None]
+            produced = dict(zip(contract.DECODER_PROMPTS_OUTPUTS, (iou, index, logits), strict=True))
+        elif role == contract.DECODER_MASKS:
+            logits, index = (inputs[name] for name in contract.DECODER_MASKS_INPUTS)
+            chosen = np.asarray(index)[0, :, 0].astype(np.intp)
+            produced = {contract.DECODER_MASKS_OUTPUTS[0]: np.ascontiguousarray(logits[:, chosen])}
+        else:
+            raise ValueError(f"the fake backend has no {role} graph")
+        return {name: produced[name] for name in outputs}
 
-    def embedding_to_numpy(self, embedding: Any) -> npt.NDArray[np.float32]:
-        return np.array(embedding, dtype=np.float32)
+    def to_numpy(self, tensor: Any) -> npt.NDArray[Any]:
+        return np.asarray(tensor)
 
-    def embedding_from_numpy(self, array: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        return np.ascontiguousarray(array, dtype=np.float32)
+    def from_numpy(self, array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        return np.ascontiguousarray(array)
 
 
 class FakeModel(Model):
@@ -345,6 +378,7 @@ class FakeModel(Model):
         self.manifest = Manifest(
             format_version=contract.MANIFEST_FORMAT_VERSION,
             samrt_version="fake",
+            family=SamFamily.name,
             model_type="vit_b",
             model_config={},
             image_size=contract.IMAGE_SIZE,
@@ -355,6 +389,7 @@ class FakeModel(Model):
             source={"fake": True},
             variants={},
         )
+        self.family = SamFamily(self.manifest)
         self.backend = FakeBackend()
 
 

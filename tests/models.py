@@ -97,7 +97,7 @@ def _exported_model(request: pytest.FixtureRequest, name: str, seed: int) -> Exp
     from samrt_export import OFFICIAL_CONFIGS, TINY_CONFIG, export_engine, save_random_checkpoint
 
     config = TINY_CONFIG if name == "tiny" else OFFICIAL_CONFIGS[name]
-    cache = request.config.cache
+    cache = getattr(request.config, "cache", None)
     if cache is None:  # -p no:cacheprovider
         root = request.getfixturevalue("tmp_path_factory").mktemp("samrt-models")
     else:

@@ -24,6 +24,7 @@ from samrt.errors import EngineDirError
 from samrt.manifest import load_manifest, sha256_file
 from samrt_export import ExportCheckError, ExportError, cli, export_engine, graphs
 from samrt_export import check as export_check_module
+from samrt_export.check import DecoderSessions
 from segment_anything import SamPredictor
 
 # fp32 ONNX Runtime vs PyTorch: float reordering only (measured ~1e-6 on the tiny model).
@@ -39,10 +40,11 @@ def session(path: Path) -> ort.InferenceSession:
 
 
 @pytest.fixture(scope="module")
-def engine_sessions(tiny_model: Any) -> tuple[ort.InferenceSession, ort.InferenceSession]:
+def engine_sessions(tiny_model: Any) -> tuple[ort.InferenceSession, DecoderSessions]:
+    """The encoder's session and the decoder's three, chained as the runtime chains them."""
     return (
         session(tiny_model.engine_dir / contract.ENCODER_FILE),
-        session(tiny_model.engine_dir / contract.DECODER_FILE),
+        DecoderSessions.of_engine(tiny_model.engine_dir),
     )
 
 
@@ -63,13 +65,15 @@ def graph_inputs(
     boxes: np.ndarray | None = None,
     mask_input: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Decoder inputs laid out by the contract: points, then box corners or one padding point."""
-    count = next(a.shape[0] for a in (points, boxes, mask_input) if a is not None)
-    coords = [] if points is None else [points]
-    point_labels = [] if labels is None else [labels]
+    """Decoder inputs laid out by the contract: points, then box corners or (after points)
+    one padding point; no points and no box, no point."""
+    count = next((a.shape[0] for a in (points, boxes, mask_input) if a is not None), 1)
+    coords = [np.zeros((count, 0, 2))] if points is None else [points]
+    point_labels = [np.zeros((count, 0))] if labels is None else [labels]
     if boxes is None:
-        coords.append(np.zeros((count, 1, 2)))
-        point_labels.append(np.full((count, 1), -1.0))
+        if points is not None:
+            coords.append(np.zeros((count, 1, 2)))
+            point_labels.append(np.full((count, 1), -1.0))
     else:
         coords.append(boxes.reshape(count, 2, 2))
         point_labels.append(np.tile([2.0, 3.0], (count, 1)))
@@ -116,18 +120,19 @@ def test_tiny_export_writes_a_complete_engine_directory(tiny_model: Any) -> None
 
     assert manifest.samrt_version == samrt.__version__
 
-    encoder, decoder = manifest.model("encoder"), manifest.model("decoder")
-    assert encoder.file == contract.ENCODER_FILE and decoder.file == contract.DECODER_FILE
-    assert encoder.external_data == {} and decoder.external_data == {}
-    assert encoder.sha256 == sha256_file(tiny_model.engine_dir / encoder.file)
-    assert decoder.sha256 == sha256_file(tiny_model.engine_dir / decoder.file)
-    assert [t.name for t in encoder.inputs] == [contract.ENCODER_INPUT]
-    assert [t.name for t in encoder.outputs] == [contract.ENCODER_OUTPUT]
-    assert [t.name for t in decoder.inputs] == list(contract.DECODER_INPUTS)
-    assert [t.name for t in decoder.outputs] == list(contract.DECODER_OUTPUTS)
-    assert decoder.outputs[1].shape == ("P", 4, 256, 256)
+    assert manifest.family == "sam"
+    for role in contract.ROLES:
+        model = manifest.model(role)
+        assert model.file == contract.GRAPH_FILES[role]
+        assert model.external_data == {}
+        assert model.sha256 == sha256_file(tiny_model.engine_dir / model.file)
+        inputs, outputs = contract.GRAPH_IO[role]
+        assert [t.name for t in model.inputs] == list(inputs)
+        assert [t.name for t in model.outputs] == list(outputs)
+    assert manifest.model("decoder_masks").outputs[0].shape == ("P", "M", 256, 256)
+    assert manifest.model("decoder_prompts").outputs[0].shape == ("P", 4)
     assert sorted(p.name for p in tiny_model.engine_dir.iterdir()) == sorted(
-        [contract.MANIFEST_FILE, contract.ENCODER_FILE, contract.DECODER_FILE]
+        [contract.MANIFEST_FILE, *contract.GRAPH_FILES.values()]
     )
 
     check = manifest.export_check
@@ -136,10 +141,11 @@ def test_tiny_export_writes_a_complete_engine_directory(tiny_model: Any) -> None
     assert check["decoder_iou_max_rel_diff"] <= export_check_module.DECODER_TOLERANCE
 
 
-def test_graph_interfaces_match_the_manifest(tiny_model: Any, engine_sessions: Any) -> None:
+def test_graph_interfaces_match_the_manifest(tiny_model: Any) -> None:
     manifest = load_manifest(tiny_model.engine_dir)
-    for role, sess in zip(("encoder", "decoder"), engine_sessions, strict=True):
+    for role in contract.ROLES:
         declared = manifest.model(role)
+        sess = session(tiny_model.engine_dir / declared.file)
         got = [(i.name, i.type, list(i.shape)) for i in sess.get_inputs()]
         want = [(t.name, "tensor(float)", list(t.shape)) for t in declared.inputs]
         assert got == want
@@ -148,7 +154,7 @@ def test_graph_interfaces_match_the_manifest(tiny_model: Any, engine_sessions: A
         assert got == want
 
 
-@pytest.mark.parametrize("victim", [contract.ENCODER_FILE, contract.DECODER_FILE])
+@pytest.mark.parametrize("victim", list(contract.GRAPH_FILES.values()))
 def test_load_manifest_refuses_a_corrupted_or_missing_file(
     tiny_model: Any, tmp_path: Path, victim: str
 ) -> None:
@@ -208,7 +214,7 @@ DECODER_CASES: dict[str, dict[str, Any]] = {
 
 def _official_and_onnx(
     predictor: SamPredictor,
-    decoder: ort.InferenceSession,
+    decoder: DecoderSessions,
     case: dict[str, Any],
     mask_input: np.ndarray | None = None,
     multimask_output: bool = True,
@@ -236,7 +242,7 @@ def _official_and_onnx(
     feeds = graph_inputs(
         predictor.features.numpy(), points=points, labels=labels, boxes=boxes, mask_input=mask_input
     )
-    got_iou, got_masks = decoder.run(["iou_predictions", "low_res_masks"], feeds)
+    got_iou, got_masks = decoder.run(feeds)
     return (iou.numpy(), low_res.numpy()), (got_iou, got_masks)
 
 
@@ -288,8 +294,27 @@ def test_decoder_with_mask_input_matches_official_segment_anything(
         ),
         labels=np.asarray(case["labels"], float),
     )
-    _, without_mask = engine_sessions[1].run(None, feeds)
+    _, without_mask = engine_sessions[1].run(feeds)
     assert np.max(np.abs(without_mask - got_masks)) > 1e-3
+
+
+@pytest.mark.parametrize("with_mask", [False, True], ids=["no_prompt", "mask_input_alone"])
+def test_decoder_without_points_or_box_matches_official_segment_anything(
+    truck_predictor: tuple[SamPredictor, np.ndarray], engine_sessions: Any, with_mask: bool
+) -> None:
+    """The official prompt encoder takes no points and no box (a mask input alone, or
+    nothing): the output tokens alone go through the transformer."""
+    predictor, _ = truck_predictor
+    previous = None
+    if with_mask:
+        (iou, low_res), _ = _official_and_onnx(predictor, engine_sessions[1], DECODER_CASES["box"])
+        previous = low_res[:, [int(np.argmax(iou[0]))]]
+    (iou, low_res), (got_iou, got_masks) = _official_and_onnx(
+        predictor, engine_sessions[1], {}, mask_input=previous
+    )
+    assert got_masks.shape == (1, 4, 256, 256)
+    assert relative_max_diff(got_iou[:, 1:], iou) <= RELATIVE_TOLERANCE
+    assert relative_max_diff(got_masks[:, 1:], low_res) <= RELATIVE_TOLERANCE
 
 
 # ---------------------------------------------------------------------------------------
@@ -319,12 +344,12 @@ def test_decoder_prompt_and_point_dimensions_are_dynamic(
         mask_input=rng.normal(size=(prompts, 1, 256, 256)),
     )
     feeds["has_mask_input"] = (np.arange(prompts) % 2).astype(np.float32)
-    iou, masks = engine_sessions[1].run(None, feeds)
+    iou, masks = engine_sessions[1].run(feeds)
     assert iou.shape == (prompts, 4) and masks.shape == (prompts, 4, 256, 256)
     assert np.isfinite(masks).all()
     # Prompts are independent: the last one alone gives the same result as within the batch.
     last = {k: (v if k == "image_embeddings" else v[-1:]) for k, v in feeds.items()}
-    iou_last, masks_last = engine_sessions[1].run(None, last)
+    iou_last, masks_last = engine_sessions[1].run(last)
     assert relative_max_diff(masks[-1:], masks_last) <= RELATIVE_TOLERANCE
     assert relative_max_diff(iou[-1:], iou_last) <= RELATIVE_TOLERANCE
 
@@ -342,7 +367,7 @@ def _perturb_after_tracing(monkeypatch: pytest.MonkeyPatch, role: str) -> None:
         with torch.no_grad():
             if role == "encoder" and spec is graphs.ENCODER_SPEC:
                 module.neck[-1].bias.add_(0.1)  # the final LayerNorm2d's shift
-            if role == "decoder" and spec is graphs.DECODER_SPEC:
+            if role == "decoder" and spec is graphs.DECODER_PROMPTS_SPEC:
                 module.mask_decoder.iou_prediction_head.layers[-1].bias.add_(0.1)
         return extra
 
@@ -374,11 +399,16 @@ def test_external_data_is_written_hashed_and_loadable(
         check=False,
     )
     manifest = load_manifest(out)
-    for role, data in (("encoder", "encoder.onnx.data"), ("decoder", "decoder.onnx.data")):
+    for role in contract.ROLES:
         model = manifest.model(role)
+        data = model.file + ".data"
         assert model.external_data == {data: sha256_file(out / data)}
         # The graph file holds structure only; the weights are in the data file.
-        assert (out / data).stat().st_size > 10 * (out / model.file).stat().st_size
+        import onnx
+
+        graph = onnx.load(str(out / model.file), load_external_data=False).graph
+        inline = [t.name for t in graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL and len(t.raw_data) > 1024]
+        assert inline == [] and (out / data).stat().st_size > 0
 
     # Same weights as the fixture's inline export: identical outputs.
     rng = np.random.default_rng(3)
@@ -387,8 +417,8 @@ def test_external_data_is_written_hashed_and_loadable(
     (inline,) = engine_sessions[0].run(None, {"image": image})
     np.testing.assert_allclose(with_data, inline, rtol=0, atol=1e-6)
     feeds = graph_inputs(inline, points=np.array([[[300.0, 200.0]]]), labels=np.array([[1.0]]))
-    with_data_dec = session(out / "decoder.onnx").run(None, feeds)
-    inline_dec = engine_sessions[1].run(None, feeds)
+    with_data_dec = DecoderSessions.of_engine(out).run(feeds)
+    inline_dec = engine_sessions[1].run(feeds)
     for a, b in zip(with_data_dec, inline_dec, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
@@ -597,7 +627,7 @@ def test_vit_b_random_export_matches_official_segment_anything(
         None, {"image": encoder_input.numpy()}
     )
     assert relative_max_diff(embeddings, predictor.features.numpy()) <= RELATIVE_TOLERANCE
-    decoder = session(vit_b_model.engine_dir / "decoder.onnx")
+    decoder = DecoderSessions.of_engine(vit_b_model.engine_dir)
     (iou, low_res), (got_iou, got_masks) = _official_and_onnx(
         predictor,
         decoder,

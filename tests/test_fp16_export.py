@@ -23,6 +23,7 @@ import samrt
 import samrt_export
 import torch
 from onnx import TensorProto, helper, numpy_helper
+from samrt import contract
 from samrt.errors import EngineDirError
 from samrt.manifest import ModelFile, load_manifest, sha256_file, write_manifest
 from samrt_export import ExportCheckError, ExportError, cli, export_engine, fp16, graphs
@@ -61,19 +62,20 @@ def test_fp16_variant_sits_next_to_the_fp32_one(
     assert sorted(manifest.variants) == ["fp16", "fp32"]
     # The fp32 graphs are the base directory's, untouched.
     assert manifest.variants["fp32"] == load_manifest(tiny_model.engine_dir).variants["fp32"]
+    graph_files = list(contract.GRAPH_FILES.values())
     assert sorted(p.name for p in engine.iterdir()) == sorted(
-        ["manifest.json", "encoder.onnx", "decoder.onnx", "encoder.fp16.onnx", "decoder.fp16.onnx"]
+        ["manifest.json", *graph_files, *(f.replace(".onnx", ".fp16.onnx") for f in graph_files)]
     )
-    for role in ("encoder", "decoder"):
+    for role in contract.ROLES:
         fp32, half = manifest.model(role, "fp32"), manifest.model(role, "fp16")
         assert half.file == f"{role}.fp16.onnx" and half.external_data == {}
         assert half.sha256 == sha256_file(engine / half.file)
         # Same interface, float32 in and out: the runtime's contract is unchanged.
         assert half.inputs == fp32.inputs and half.outputs == fp32.outputs
         assert graphs.graph_specs(engine / half.file) == graphs.graph_specs(engine / fp32.file)
-        size, size32 = (engine / half.file).stat().st_size, (engine / fp32.file).stat().st_size
-        record_property(f"{role}_bytes", {"fp32": size32, "fp16": size})
-        assert size < 0.55 * size32, "the weights should be stored in fp16"
+        size, size32 = _float_weight_bytes(engine / half.file), _float_weight_bytes(engine / fp32.file)
+        record_property(f"{role}_weight_bytes", {"fp32": size32, "fp16": size})
+        assert size < 0.6 * size32, "the weights should be stored in fp16"
 
     check = manifest.export_check
     record_property("export_check", {k: v for k, v in check.items() if k.startswith("fp16")})
@@ -96,11 +98,33 @@ def _value_types(model: Any) -> dict[str, int]:
     return types
 
 
-@pytest.mark.parametrize("role", ["encoder", "decoder"])
+def _float_weight_bytes(path: Path) -> int:
+    """Bytes of a graph's float weights: initializers and Constant tensors (integer
+    constants, such as decoder_masks' pixel order, are not weights)."""
+    model = onnx.load(str(path))
+    tensors = [*model.graph.initializer]
+    tensors += [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+    floats = (TensorProto.FLOAT, TensorProto.FLOAT16)
+    return sum(numpy_helper.to_array(t).nbytes for t in tensors if t.data_type in floats)
+
+
+# The sensitive ops each graph has (all of them must compute in fp32). The encoder's neck
+# writes LayerNorm2d out (ReduceMean, Pow, Sqrt); the decoder expresses its LayerNorm2d as
+# LayerNormalization over channels-last tokens; GELU is Erf; the prompts' positional
+# encoding is Sin/Cos (the image's too, computed once per image by decoder_image).
+SENSITIVE_OPS = {
+    "encoder": {"LayerNormalization", "Softmax", "Erf", "ReduceMean", "Pow", "Sqrt"},
+    "decoder_image": {"Sin", "Cos"},
+    "decoder_prompts": {"LayerNormalization", "Softmax", "Erf", "Sin", "Cos"},
+    "decoder_masks": {"LayerNormalization", "Erf"},
+}
+
+
+@pytest.mark.parametrize("role", sorted(SENSITIVE_OPS))
 def test_sensitive_ops_compute_in_fp32_and_the_rest_in_fp16(
     tiny_fp16_model: Any, role: str
 ) -> None:
-    model = onnx.load(str(tiny_fp16_model.engine_dir / f"{role}.fp16.onnx"))
+    model = onnx.load(str(tiny_fp16_model.engine_dir / fp16.SPECS[role].file))
     onnx.checker.check_model(model, full_check=True)  # typed and topologically sorted
     types = _value_types(model)
     graph = model.graph
@@ -143,12 +167,9 @@ def test_sensitive_ops_compute_in_fp32_and_the_rest_in_fp16(
                 and types.get(source.input[0]) == TensorProto.FLOAT
             )
             assert not round_trip, f"{node.name} restores an fp32 value rounded to fp16"
-    # The encoder's neck writes LayerNorm2d out (ReduceMean, Pow, Sqrt); the decoder graph
-    # expresses its LayerNorm2d as LayerNormalization over channels-last tokens.
-    written_out_norm = {"ReduceMean", "Pow", "Sqrt"} if role == "encoder" else set()
-    assert {"LayerNormalization", "Softmax", "Erf"} | written_out_norm <= seen
-    if role == "decoder":
-        assert {"Sin", "Cos"} <= seen
+    assert SENSITIVE_OPS[role] <= seen | {n.op_type for n in graph.node if n.op_type in ("Sin", "Cos")}
+    assert seen <= SENSITIVE_OPS[role]
+    if role == "decoder_prompts":
         # Point coordinates go into the positional encoding unrounded.
         readers = [n for n in graph.node if "point_coords" in n.input]
         assert readers and all(types[n.output[0]] == TensorProto.FLOAT for n in readers)
@@ -220,7 +241,7 @@ def _snapshot(engine: Path) -> dict[str, str]:
 def _twin_embedding_rel_diff(engine: Path, checkpoint: Path, out: Path) -> float:
     """Max rel diff of the fp16 twin of ``engine``'s converted encoder against torch."""
     out.mkdir()
-    fp16.convert_graph(engine / "encoder.onnx", fp16.ENCODER_SPEC, out, external_data=None)
+    fp16.convert_graph(engine / "encoder.onnx", fp16.SPECS["encoder"], out, external_data=None)
     onnx.save(fp16.emulation_model(out / "encoder.fp16.onnx"), str(out / "twin.onnx"))
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -272,14 +293,27 @@ def test_fp16_only_export_has_no_fp32_graphs(tiny_model: Any, tmp_path: Path) ->
     )
     manifest = load_manifest(out)
     assert list(manifest.variants) == ["fp16"]
-    assert sorted(p.name for p in out.iterdir()) == [
-        "decoder.fp16.onnx",
-        "encoder.fp16.onnx",
-        "manifest.json",
-    ]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["manifest.json", *(spec.file for spec in fp16.SPECS.values())]
+    )
     samrt.Model(out, "onnxruntime-cpu", precision="fp16")
     with pytest.raises(EngineDirError, match="--precision fp32"):
         samrt.Model(out, "onnxruntime-cpu", precision="fp32")
+
+
+def test_default_precision_is_what_the_directory_has(
+    tiny_model: Any, tiny_fp16_model: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bug: Predictor(engine_dir) on an fp16-only directory failed with "manifest has no
+    fp32 encoder"."""
+    out = export_engine(
+        "tiny", checkpoint=tiny_model.checkpoint, out_dir=tmp_path / "e", precision="fp16", check=False
+    )
+    with caplog.at_level("INFO", logger="samrt"):
+        assert samrt.Predictor(out, "onnxruntime-cpu").model.precision == "fp16"
+    assert "samrt precision: fp16" in caplog.text
+    # fp32 where there are both.
+    assert samrt.Model(tiny_fp16_model.engine_dir, "onnxruntime-cpu").precision == "fp32"
 
 
 def test_fp16_variant_of_external_data_graphs(
@@ -289,7 +323,7 @@ def test_fp16_variant_of_external_data_graphs(
     # (as vit_h's encoder is), and fp16 added with external data too.
     engine = _copy_engine(tiny_fp16_model.engine_dir, tmp_path)
     manifest = load_manifest(engine)
-    for name in ("manifest.json", "encoder.fp16.onnx", "decoder.fp16.onnx"):
+    for name in ("manifest.json", *(spec.file for spec in fp16.SPECS.values())):
         (engine / name).unlink()
     fp32: dict[str, ModelFile] = {}
     for role, model in manifest.variants["fp32"].items():
@@ -315,7 +349,15 @@ def test_fp16_variant_of_external_data_graphs(
     for role, model in half.items():
         data = f"{role}.fp16.onnx.data"
         assert model.external_data == {data: sha256_file(engine / data)}
-        assert (engine / data).stat().st_size > 10 * (engine / model.file).stat().st_size
+        # Every weight of some size lives in the .data file (Constant nodes, such as the
+        # coordinate grid and decoder_masks' pixel order, stay in the graph).
+        graph = onnx.load(str(engine / model.file), load_external_data=False)
+        inline = [
+            t.name
+            for t in graph.graph.initializer
+            if t.data_location != TensorProto.EXTERNAL and np.prod(t.dims) * 2 > 1024
+        ]
+        assert not inline, role
         # The twin reads external data as well.
         fp16.emulation_model(engine / model.file)
     # Same conversion as the inline fixture's: the same embedding.
@@ -459,7 +501,7 @@ def test_vit_b_fp16_predictor_matches_fp32(
     manifest = load_manifest(vit_b_fp16_model.engine_dir)
     check = {k: v for k, v in manifest.export_check.items() if k.startswith("fp16")}
     record_property("export_check", json.dumps(check))
-    for role in ("encoder", "decoder"):
+    for role in contract.ROLES:
         model = manifest.model(role, "fp16")
         sizes = {
             p: (vit_b_fp16_model.engine_dir / manifest.model(role, p).file).stat().st_size

@@ -69,7 +69,14 @@ def test_decoder_graph_matches_official_for_a_batch_mixing_prompt_kinds(sam: Any
     labels = torch.tensor([[1.0, 0.0, -1.0], [1.0, 1.0, -1.0], [0.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
 
     with torch.no_grad():
-        iou, low_res = graphs.DecoderGraph(sam)(embeddings, coords, labels, masks_in, has_mask)
+        image_side = graphs.DecoderImageGraph(sam)(embeddings)
+        iou, weights, tokens = graphs.DecoderPromptsGraph(sam)(
+            *image_side, coords, labels, masks_in, has_mask
+        )
+        low_res = graphs.DecoderMasksGraph(sam)(tokens, weights)
+        # decoder_masks makes the masks it is given weights for: the multimask three alone.
+        multimask = graphs.DecoderMasksGraph(sam)(tokens, weights[:, 1:])
+        assert torch.equal(multimask, low_res[:, 1:])
         for i in range(4):
             if i < 2:
                 prompt: dict[str, Any] = {"points": (points[i : i + 1], labels[i : i + 1, :2]), "boxes": None}

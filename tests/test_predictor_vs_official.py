@@ -107,6 +107,18 @@ def test_mask_input_from_previous_call(truck_pair: Pair) -> None:
     )
 
 
+def test_mask_input_alone(truck_pair: Pair) -> None:
+    # The official model takes a mask with no points or box (the prompt encoder's
+    # sparse tokens are then empty); a refinement tool re-sends the previous mask alone.
+    (_, scores, low_res), _ = truck_pair.compare(point_coords=np.array([[500, 375]]), point_labels=np.array([1]))
+    truck_pair.compare(mask_input=low_res[int(np.argmax(scores))][None])
+
+
+def test_no_prompt_at_all(truck_pair: Pair) -> None:
+    # No points, box or mask: the official decoder answers from its learned tokens alone.
+    truck_pair.compare()
+
+
 def test_return_logits(truck_pair: Pair) -> None:
     truck_pair.compare(point_coords=np.array([[900, 300]]), point_labels=np.array([1]), return_logits=True)
 
@@ -145,7 +157,9 @@ def test_saved_embedding_gives_same_prediction(tiny_model: Any, truck_pair: Pair
 
 def test_image_state_moves_between_predictors_of_one_model(truck_pair: Pair) -> None:
     state = truck_pair.ours.image_state
-    assert state.nbytes == truck_pair.ours.get_image_embedding().nbytes
+    # The embedding and the decoder's per-image projections, all counted.
+    assert state.nbytes == sum(t.nbytes for t in state.tensors.values())
+    assert state.nbytes > truck_pair.ours.get_image_embedding().nbytes
     other = samrt.Predictor(truck_pair.ours.model)
     other.set_image_state(state)
     assert other.original_size == truck_pair.ours.original_size

@@ -115,8 +115,8 @@ def official_decoder(
     return iou.numpy(), masks.numpy()
 
 
-def decoder_graph_inputs(image_embeddings: np.ndarray, prompt: Prompt) -> dict[str, np.ndarray]:
-    """The decoder graph's inputs for a prompt, laid out as the runtime lays them out."""
+def prompt_graph_inputs(prompt: Prompt) -> dict[str, np.ndarray]:
+    """The decoder_prompts graph's prompt inputs, laid out as the runtime lays them out."""
     coords: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     count = _prompt_count(prompt)
@@ -125,8 +125,10 @@ def decoder_graph_inputs(image_embeddings: np.ndarray, prompt: Prompt) -> dict[s
         coords.append(np.asarray(prompt.points, np.float32))
         labels.append(np.asarray(prompt.labels, np.float32))
     if prompt.boxes is None:
-        coords.append(np.zeros((count, 1, 2), np.float32))
-        labels.append(np.full((count, 1), contract.LABEL_PADDING, np.float32))
+        # The official encoder pads clicked points without a box; no points, no padding.
+        pad = 1 if prompt.points is not None else 0
+        coords.append(np.zeros((count, pad, 2), np.float32))
+        labels.append(np.full((count, pad), contract.LABEL_PADDING, np.float32))
     else:
         coords.append(np.asarray(prompt.boxes, np.float32).reshape(count, 2, 2))
         corner_labels = [contract.LABEL_BOX_TOP_LEFT, contract.LABEL_BOX_BOTTOM_RIGHT]
@@ -138,18 +140,51 @@ def decoder_graph_inputs(image_embeddings: np.ndarray, prompt: Prompt) -> dict[s
     else:
         mask_input = np.asarray(prompt.mask_input, np.float32)
         has_mask = np.ones(count, np.float32)
-    values = (
-        image_embeddings,
-        np.concatenate(coords, 1),
-        np.concatenate(labels, 1),
-        mask_input,
-        has_mask,
-    )
-    return dict(zip(contract.DECODER_INPUTS, values, strict=True))
+    values = (np.concatenate(coords, 1), np.concatenate(labels, 1), mask_input, has_mask)
+    return dict(zip(contract.PROMPT_INPUTS, values, strict=True))
+
+
+class DecoderSessions:
+    """The decoder's three graphs in ONNX Runtime sessions, chained as the runtime chains
+    them: decoder_image once per embedding, then decoder_prompts and decoder_masks."""
+
+    @classmethod
+    def of_engine(cls, engine_dir: Path, precision: str = "fp32") -> DecoderSessions:
+        """The decoder graphs of an engine directory, as its manifest names them."""
+        from samrt.manifest import load_manifest
+
+        manifest = load_manifest(engine_dir, verify=False)
+        return cls({role: engine_dir / manifest.model(role, precision).file for role in contract.DECODER_ROLES})
+
+    def __init__(self, paths: dict[str, Path], *, optimize: bool = True) -> None:
+        self.image = _session(paths[contract.DECODER_IMAGE], optimize=optimize)
+        self.prompts = _session(paths[contract.DECODER_PROMPTS], optimize=optimize)
+        self.masks = _session(paths[contract.DECODER_MASKS], optimize=optimize)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(iou [P,4], low-res logits [P,4,256,256]) from the embedding and the prompt
+        inputs (``image_embeddings`` and contract.PROMPT_INPUTS)."""
+        image_side = self.image.run(
+            list(contract.DECODER_IMAGE_OUTPUTS),
+            {contract.ENCODER_OUTPUT: feeds[contract.ENCODER_OUTPUT]},
+        )
+        prompts = {name: feeds[name] for name in contract.PROMPT_INPUTS}
+        iou, weights, tokens = self.prompts.run(
+            list(contract.DECODER_PROMPTS_OUTPUTS),
+            dict(zip(contract.DECODER_IMAGE_OUTPUTS, image_side, strict=True)) | prompts,
+        )
+        (masks,) = self.masks.run(
+            list(contract.DECODER_MASKS_OUTPUTS),
+            dict(zip(contract.DECODER_MASKS_INPUTS, (tokens, weights), strict=True)),
+        )
+        return np.asarray(iou), np.asarray(masks)
+
+    def run_prompt(self, embeddings: np.ndarray, prompt: Prompt) -> tuple[np.ndarray, np.ndarray]:
+        return self.run({contract.ENCODER_OUTPUT: embeddings} | prompt_graph_inputs(prompt))
 
 
 def check_prompts(first_masks: Callable[[Prompt], np.ndarray]) -> list[Prompt]:
-    """The decoder check's prompts. Every kind of prompt appears once (6 prompts in all, as
+    """The decoder check's prompts. Every kind of prompt appears once (8 prompts in all, as
     the torch decoder costs ~0.3 s per prompt on a CPU); the mask-input case feeds back the
     first case's low-res logits, as interactive refinement does."""
     rng = np.random.default_rng(1)
@@ -172,6 +207,9 @@ def check_prompts(first_masks: Callable[[Prompt], np.ndarray]) -> list[Prompt]:
     prompts.append(
         Prompt("mask_input", points(1, 1), np.array([[1]], np.float32), mask_input=fed_back)
     )
+    # No points and no box: the output tokens alone, with or without a mask input.
+    prompts.append(Prompt("mask_input_alone", mask_input=fed_back))
+    prompts.append(Prompt("no_prompt"))
     return prompts
 
 
@@ -217,13 +255,14 @@ def check_encoder(reference: Reference, encoder_path: Path) -> dict[str, float]:
     return result
 
 
-def check_decoder(reference: Reference, decoder_path: Path) -> dict[str, float]:
-    """Compares the decoder graph with the official prompt encoder + mask decoder.
+def check_decoder(reference: Reference, decoder_paths: dict[str, Path]) -> dict[str, float]:
+    """Compares the decoder graphs (by role), chained, with the official prompt encoder +
+    mask decoder.
 
     Both sides get the same (torch) embeddings, so encoder noise does not enter. Raises
     ExportCheckError at the first prompt set beyond DECODER_TOLERANCE.
     """
-    decoder = _session(decoder_path)
+    decoder = DecoderSessions(decoder_paths)
     embeddings = reference.embeddings.numpy()
     result = {
         "decoder_iou_max_abs_diff": 0.0,
@@ -255,8 +294,8 @@ def check_decoder(reference: Reference, decoder_path: Path) -> dict[str, float]:
     return result
 
 
-def check_fp16(reference: Reference, encoder_path: Path, decoder_path: Path) -> dict[str, float]:
-    """Compares the fp16 graphs with torch; returns "fp16_"-prefixed measurements.
+def check_fp16(reference: Reference, paths: dict[str, Path]) -> dict[str, float]:
+    """Compares the fp16 graphs (by role) with torch; returns "fp16_"-prefixed measurements.
 
     The graphs run twice: as fp16 twins (fp16.emulation_model: every fp16 tensor rounded
     to fp16, as a GPU stores it; keys "fp16_...") and as they are on ONNX Runtime's CPU
@@ -268,9 +307,10 @@ def check_fp16(reference: Reference, encoder_path: Path, decoder_path: Path) -> 
         "fp16_encoder_tolerance": FP16_ENCODER_TOLERANCE,
         "fp16_mask_iou_tolerance": FP16_MASK_IOU_TOLERANCE,
     }
+    encoder_path = paths[contract.ENCODER]
     with tempfile.TemporaryDirectory(dir=encoder_path.parent, prefix=".fp16-twin-") as scratch:
-        twins = []
-        for path in (encoder_path, decoder_path):
+        twins: dict[str, Path] = {}
+        for role, path in paths.items():
             twin = Path(scratch) / path.name
             # External data: an fp32 twin of vit_h's encoder exceeds protobuf's 2 GB.
             onnx.save_model(
@@ -279,12 +319,18 @@ def check_fp16(reference: Reference, encoder_path: Path, decoder_path: Path) -> 
                 save_as_external_data=True,
                 location=twin.name + ".data",
             )
-            twins.append(_session(twin, optimize=False))
-        result |= _check_fp16_run(reference, twins[0], twins[1], "fp16_", decoder_alone=True)
+            twins[role] = twin
+        result |= _check_fp16_run(
+            reference,
+            _session(twins[contract.ENCODER], optimize=False),
+            DecoderSessions(twins, optimize=False),
+            "fp16_",
+            decoder_alone=True,
+        )
     result |= _check_fp16_run(
         reference,
         _session(encoder_path),
-        _session(decoder_path),
+        DecoderSessions(paths),
         "fp16_ort_cpu_",
         decoder_alone=False,
     )
@@ -294,7 +340,7 @@ def check_fp16(reference: Reference, encoder_path: Path, decoder_path: Path) -> 
 def _check_fp16_run(
     reference: Reference,
     encoder: ort.InferenceSession,
-    decoder: ort.InferenceSession,
+    decoder: DecoderSessions,
     prefix: str,
     *,
     decoder_alone: bool,
@@ -362,21 +408,19 @@ def _run_encoder(encoder: ort.InferenceSession, reference: Reference) -> np.ndar
 
 
 def _run_decoder(
-    decoder: ort.InferenceSession,
+    decoder: DecoderSessions,
     embeddings: np.ndarray,
     prompt: Prompt,
     expected: tuple[np.ndarray, np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray]:
-    got_iou, got_masks = decoder.run(
-        list(contract.DECODER_OUTPUTS), decoder_graph_inputs(embeddings, prompt)
-    )
+    got_iou, got_masks = decoder.run_prompt(embeddings, prompt)
     want_iou, want_masks = expected
     if got_iou.shape != want_iou.shape or got_masks.shape != want_masks.shape:
         raise ExportCheckError(
             f"decoder check '{prompt.name}': ONNX outputs {got_iou.shape}, {got_masks.shape}, "
             f"torch {want_iou.shape}, {want_masks.shape}; nothing was written"
         )
-    return np.asarray(got_iou), np.asarray(got_masks)
+    return got_iou, got_masks
 
 
 def _keep_largest(result: dict[str, float], measured: dict[str, float]) -> None:

@@ -22,6 +22,11 @@ differs. What changes, and why it is the same math:
   16-channel tensor times the last 1x1 convolution of the mask downscaling; carrying it as
   that low-rank product keeps the first layer's image-side work shared (computed once per
   call) while still giving mask prompts their exact terms, with no branch in the graph.
+* The decoder is three graphs (see samrt.contract): what the first layer computes from
+  the image alone (the image tokens and their key, value and query projections) is done
+  once per image by :func:`image_side`; the prompts' transformer gives IoU predictions
+  before any mask is upscaled (:func:`decode_prompts`), so that a caller can upscale
+  (:func:`decode_masks`) only the prompts whose masks it wants.
 * The two stride-2, kernel-2 transposed convolutions of the output upscaling are matrix
   products on channels-last tokens (each input pixel owns its 2x2 output block); the
   resulting pixel order is undone once, on the 4-channel masks.
@@ -123,29 +128,25 @@ def token_to_image(
 def token_to_shared_image(
     attn: Any,
     queries: torch.Tensor,
-    keys: torch.Tensor,
-    keys_pe: torch.Tensor,
+    image: ImageSide,
     mask: _MaskLowRank,
 ) -> torch.Tensor:
-    """token_to_image where the image tokens are ``keys + mask.mixed @ mask.conv +
-    mask.offset`` with ``keys`` and ``keys_pe`` shared by all prompts ([1, 4096, 256]): the
-    projections of the shared part are computed once, the mask part goes through its 16
-    channels."""
+    """token_to_image where the image tokens are ``image.tokens + mask.mixed @ mask.conv +
+    mask.offset`` and ``image`` holds the projections of the shared part, computed once per
+    image; the mask part goes through its 16 channels."""
     h = attn.num_heads
     q = _heads(attn.q_proj(queries), h) * (1.0 / math.sqrt(attn.internal_dim // h))  # [P, h, T, d]
     p, _, t, _ = q.shape
-    shared_k = _heads(attn.k_proj(keys_pe), h)  # [1, h, 4096, d]
-    shared_v = _heads(attn.v_proj(keys), h)
     k_weight = _weight_heads(attn.k_proj, h)  # [h, d, 256]
     v_weight = _weight_heads(attn.v_proj, h)
     # q . (mask.mixed @ conv @ Wk_h^T) plus a term constant along the keys (dropped).
     q_mask = q @ (k_weight @ mask.conv.t())  # [P, h, T, 16]
-    scores = q @ shared_k.transpose(-1, -2)  # [P, h, T, 4096]
+    scores = q @ image.keys.transpose(-1, -2)  # [P, h, T, 4096]
     scores = scores + (q_mask.reshape(p, h * t, -1) @ mask.mixed.transpose(1, 2)).reshape(
         p, h, t, -1
     )
     probs = torch.softmax(scores, dim=-1)
-    values = probs @ shared_v  # [P, h, T, d]
+    values = probs @ image.values  # [P, h, T, d]
     mixed = (probs.reshape(p, h * t, -1) @ mask.mixed).reshape(p, h, t, -1)  # [P, h, T, 16]
     values = values + mixed @ (mask.conv @ v_weight.transpose(1, 2))
     values = values + _heads(mask.offset @ attn.v_proj.weight.t(), h)
@@ -169,20 +170,20 @@ def image_to_token(
 
 def shared_image_to_token(
     attn: Any,
-    shared_query: torch.Tensor,
+    shared_query: torch.Tensor,  # [1, h, 4096, d]
     tokens_pe: torch.Tensor,
     tokens: torch.Tensor,
     mask: _MaskLowRank,
 ) -> torch.Tensor:
     """image_to_token where the image queries are ``image_pe + mask.mixed @ mask.conv +
-    mask.offset`` and ``shared_query`` [1, 4096, heads * d] is the query projection of the
-    shared ``image_pe``: per head against the tokens' keys, plus the mask term through its
+    mask.offset`` and ``shared_query`` is the query projection (by head) of the shared
+    ``image + image_pe``: per head against the tokens' keys, plus the mask term through its
     16 channels. Returns the attention output plus ``mask.mixed @ mask.conv + mask.offset``
     (the residual's per-prompt part), both from one product."""
     h = attn.num_heads
     k, folded, _ = _folded_token_keys(attn, tokens_pe)
     p, ht, _ = folded.shape
-    per_head = _heads(shared_query, h) @ k.transpose(-1, -2)  # [P, h, 4096, T]
+    per_head = shared_query @ k.transpose(-1, -2)  # [P, h, 4096, T]
     scores = per_head.transpose(1, 2).reshape(p, -1, ht)
     folded_t = folded.transpose(1, 2)  # [P, 256, hT]
     scores = scores + mask.mixed @ (mask.conv @ folded_t) + mask.offset @ folded_t
@@ -235,18 +236,56 @@ def _token_probs_values(
     return probs, values
 
 
+class ImageSide:
+    """The first layer's image side, the same for every prompt (decoder_image's outputs):
+    ``tokens`` [1, 4096, 256] the embedding plus no_mask_embed; by head [1, h, 4096, d],
+    the token-to-image attention's ``keys`` (of tokens + positional encoding) and
+    ``values`` (of tokens), and the image-to-token attention's ``queries`` (of tokens +
+    positional encoding)."""
+
+    def __init__(
+        self,
+        tokens: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        queries: torch.Tensor,
+    ) -> None:
+        self.tokens = tokens
+        self.keys = keys
+        self.values = values
+        self.queries = queries
+
+
+def image_side(
+    mask_decoder: Any, image_embeddings: torch.Tensor, image_pe: torch.Tensor, no_mask_embed: torch.Tensor
+) -> ImageSide:
+    """decoder_image: image_embeddings [1, 256, 64, 64], image_pe likewise, no_mask_embed
+    [256] -> the first layer's image side."""
+    layer = mask_decoder.transformer.layers[0]
+    tokens = image_embeddings.flatten(2).transpose(1, 2) + no_mask_embed  # [1, 4096, 256]
+    with_pe = tokens + image_pe.flatten(2).transpose(1, 2)
+    to_image = layer.cross_attn_token_to_image
+    to_token = layer.cross_attn_image_to_token
+    return ImageSide(
+        tokens,
+        _heads(to_image.k_proj(with_pe), to_image.num_heads),
+        _heads(to_image.v_proj(tokens), to_image.num_heads),
+        _heads(to_token.q_proj(with_pe), to_token.num_heads),
+    )
+
+
 def two_way_transformer(
     transformer: Any,
-    image: torch.Tensor,
+    image: ImageSide,
     image_pe: torch.Tensor,
     tokens: torch.Tensor,
     mask: _MaskLowRank,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Official TwoWayTransformer.forward on channels-last image tokens.
 
-    ``image`` [1, 4096, 256] is the embedding plus no_mask_embed, the same for all prompts;
-    ``mask`` carries each prompt's difference. Returns (tokens [P, T, 256], image tokens
-    [P, 4096, 256]).
+    ``image`` is the first layer's image side (the embedding plus no_mask_embed, the same
+    for all prompts); ``mask`` carries each prompt's difference; ``image_pe`` [1, 4096,
+    256]. Returns (tokens [P, T, 256], image tokens [P, 4096, 256]).
     """
     queries = tokens
     keys: torch.Tensor | None = None
@@ -261,10 +300,7 @@ def two_way_transformer(
         q = queries + tokens
         if keys is None:
             # First layer: the image side is shared, plus each prompt's mask term.
-            shared_pe = image + image_pe
-            attn_out = token_to_shared_image(
-                layer.cross_attn_token_to_image, q, image, shared_pe, mask
-            )
+            attn_out = token_to_shared_image(layer.cross_attn_token_to_image, q, image, mask)
         else:
             keys_pe = keys + image_pe
             attn_out = token_to_image(layer.cross_attn_token_to_image, q, keys, keys_pe)
@@ -274,8 +310,8 @@ def two_way_transformer(
         q = queries + tokens
         if keys is None:
             attn = layer.cross_attn_image_to_token
-            attn_out = shared_image_to_token(attn, attn.q_proj(shared_pe), q, queries, mask)
-            keys = layer.norm4(image + attn_out)
+            attn_out = shared_image_to_token(attn, image.queries, q, queries, mask)
+            keys = layer.norm4(image.tokens + attn_out)
         else:
             attn_out = image_to_token(layer.cross_attn_image_to_token, keys_pe, q, queries)
             keys = layer.norm4(keys + attn_out)
@@ -303,43 +339,47 @@ def upscale(mask_decoder: Any, keys: torch.Tensor) -> torch.Tensor:
     return upscaled
 
 
-def predict_masks(
+def decode_prompts(
     mask_decoder: Any,
-    image_embeddings: torch.Tensor,
+    image: ImageSide,
     image_pe: torch.Tensor,
     sparse: torch.Tensor,
     mask: _MaskLowRank,
-    no_mask_embed: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Official MaskDecoder.predict_masks for one image and P prompts.
-
-    image_embeddings [1, 256, 64, 64]; image_pe [1, 256, 64, 64]; sparse [P, N, 256];
-    ``mask`` the prompts' mask terms; no_mask_embed [256]. Returns (low-res masks
-    [P, 4, 256, 256], IoU predictions [P, 4]).
-    """
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The official MaskDecoder.predict_masks up to the upscaling, for one image and P
+    prompts: image side, image_pe [1, 256, 64, 64], sparse [P, N, 256], the prompts'
+    mask terms. Returns (IoU predictions [P, 4], the mask tokens' hypernetwork outputs
+    [P, 4, 32], the prompts' final image tokens [P, 4096, 256])."""
     p = sparse.shape[0]
-    side = image_embeddings.shape[-1]
     output_tokens = torch.cat(
         [mask_decoder.iou_token.weight, mask_decoder.mask_tokens.weight], dim=0
     )
     tokens = torch.cat((output_tokens.unsqueeze(0).expand(p, -1, -1), sparse), dim=1)
-    image = image_embeddings.flatten(2).transpose(1, 2) + no_mask_embed  # [1, 4096, 256]
     pe = image_pe.flatten(2).transpose(1, 2)
     hs, keys = two_way_transformer(mask_decoder.transformer, image, pe, tokens, mask)
 
-    num_masks = mask_decoder.num_mask_tokens
     iou_pred: torch.Tensor = mask_decoder.iou_prediction_head(hs[:, 0, :])
-    hyper_in = torch.stack(
+    mask_weights = torch.stack(
         [mlp(hs[:, 1 + i, :]) for i, mlp in enumerate(mask_decoder.output_hypernetworks_mlps)],
         dim=1,
     )  # [P, masks, 32]
+    return iou_pred, mask_weights, keys
+
+
+def decode_masks(
+    mask_decoder: Any, keys: torch.Tensor, mask_weights: torch.Tensor
+) -> torch.Tensor:
+    """The rest of predict_masks: final image tokens [P, 4096, 256] and mask weights
+    [P, 4, 32] -> low-res masks [P, 4, 256, 256]."""
+    p, n_tokens, _ = keys.shape
+    side = math.isqrt(n_tokens)
+    num_masks = mask_weights.shape[1]
     upscaled = upscale(mask_decoder, keys)  # [P, 65536, 32]
-    masks = upscaled @ hyper_in.transpose(1, 2)  # [P, 65536, masks]
+    masks = upscaled @ mask_weights.transpose(1, 2)  # [P, 65536, masks]
     # Block order (row, col, dy1, dx1, dy2, dx2) -> raster (row, dy1, dy2, col, dx1, dx2):
     # a gather of whole pixels (all masks at once), then one plain transpose, is cheaper
     # than an 8-d transpose that moves single floats.
     block_of_raster = torch.arange(side * side * 16).reshape(side, side, 2, 2, 2, 2)
     block_of_raster = block_of_raster.permute(0, 2, 4, 1, 3, 5).reshape(-1)
     masks = masks.index_select(1, block_of_raster).transpose(1, 2)
-    masks = masks.reshape(p, num_masks, side * 4, side * 4)
-    return masks, iou_pred
+    return masks.reshape(p, num_masks, side * 4, side * 4)

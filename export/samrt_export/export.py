@@ -14,6 +14,7 @@ from typing import Any
 import samrt
 from samrt import contract
 from samrt.errors import EngineDirError
+from samrt.families import SamFamily
 from samrt.manifest import Manifest, ModelFile, load_manifest, sha256_file, write_manifest
 
 from . import check as _check
@@ -31,8 +32,6 @@ PRECISIONS: dict[str, tuple[str, ...]] = {
     "fp16": ("fp16",),
     "both": ("fp32", "fp16"),
 }
-_FP32_SPECS = {"encoder": graphs.ENCODER_SPEC, "decoder": graphs.DECODER_SPEC}
-_FP16_SPECS = {"encoder": fp16.ENCODER_SPEC, "decoder": fp16.DECODER_SPEC}
 
 
 def export_engine(
@@ -58,7 +57,9 @@ def export_engine(
     ``DECODER_TOLERANCE`` or ExportCheckError is raised.
 
     ``precision`` is "fp32" (default), "fp16" or "both": the manifest variants to write.
-    The fp16 variant (``encoder.fp16.onnx``, ``decoder.fp16.onnx``) is the checked fp32
+    The graphs are those of :data:`samrt.contract.ROLES`: the encoder and the decoder's
+    three (see samrt_export.decoder). The fp16 variant (``encoder.fp16.onnx`` and so on) is
+    the checked fp32
     graph converted to compute in fp16 except for numerically sensitive ops (see
     :mod:`samrt_export.fp16`), with float32 inputs and outputs; it is for GPUs (TensorRT,
     ONNX Runtime CUDA), ONNX Runtime's CPU provider runs it no faster than fp32. Its check
@@ -138,15 +139,13 @@ def export_engine(
         if "fp16" in wanted:
             variants["fp16"] = {
                 role: _convert_and_verify(
-                    fp32_dir / _FP32_SPECS[role].file, spec, staging, external_data
+                    fp32_dir / graphs.SPECS[role].file, spec, staging, external_data
                 )
-                for role, spec in _FP16_SPECS.items()
+                for role, spec in fp16.SPECS.items()
             }
             if reference is not None:
                 export_check |= _check.check_fp16(
-                    reference,
-                    staging / fp16.ENCODER_SPEC.file,
-                    staging / fp16.DECODER_SPEC.file,
+                    reference, {role: staging / spec.file for role, spec in fp16.SPECS.items()}
                 )
         if "fp32" not in wanted and fp32_dir == staging:
             # Traced only as the fp16 variant's source; export_check keeps their measurements.
@@ -191,30 +190,25 @@ def _export_fp32(
     reference: _check.Reference | None,
     **options: Any,
 ) -> tuple[dict[str, ModelFile], dict[str, float]]:
-    # Graph by graph, each checked before the next is traced, so a bad export fails early.
+    # Graph by graph, each checked before the next is traced, so a bad export fails early;
+    # the decoder's three graphs are checked together, as the runtime chains them.
     export_check: dict[str, float] = {}
-    encoder_extra = _export_and_verify(
-        EncoderGraph(sam.image_encoder),
-        graphs.encoder_example_inputs(options["exporter"]),
-        graphs.ENCODER_SPEC,
-        staging,
-        **options,
-    )
+    variant: dict[str, ModelFile] = {}
+    for role, spec in graphs.SPECS.items():
+        if role == contract.ENCODER:
+            module: torch.nn.Module = EncoderGraph(sam.image_encoder)
+            example = graphs.encoder_example_inputs(options["exporter"])
+        else:
+            module = graphs.MODULES[role](sam)
+            example = graphs.decoder_example_inputs(role)
+        extra = _export_and_verify(module, example, spec, staging, **options)
+        variant[role] = _model_file(staging, spec, extra)
+        if reference is not None and role == contract.ENCODER:
+            export_check |= _check.check_encoder(reference, staging / spec.file)
     if reference is not None:
-        export_check |= _check.check_encoder(reference, staging / contract.ENCODER_FILE)
-    decoder_extra = _export_and_verify(
-        graphs.DecoderGraph(sam),
-        graphs.decoder_example_inputs(),
-        graphs.DECODER_SPEC,
-        staging,
-        **options,
-    )
-    if reference is not None:
-        export_check |= _check.check_decoder(reference, staging / contract.DECODER_FILE)
-    variant = {
-        "encoder": _model_file(staging, graphs.ENCODER_SPEC, encoder_extra),
-        "decoder": _model_file(staging, graphs.DECODER_SPEC, decoder_extra),
-    }
+        export_check |= _check.check_decoder(
+            reference, {role: staging / graphs.SPECS[role].file for role in contract.DECODER_ROLES}
+        )
     return variant, export_check
 
 
@@ -243,6 +237,7 @@ def _new_manifest(
     return Manifest(
         format_version=contract.MANIFEST_FORMAT_VERSION,
         samrt_version=samrt.__version__,
+        family=SamFamily.name,
         model_type=manifest_type,
         model_config=sam_config.to_json(),
         image_size=int(sam.image_encoder.img_size),
@@ -326,12 +321,22 @@ def _export_and_verify(
 def _check_contract(sam: Any) -> None:
     """The architecture must have the interface the engine contract fixes."""
     prompt = sam.prompt_encoder
+    first_layer = sam.mask_decoder.transformer.layers[0].cross_attn_token_to_image
     found = {
         "image size": (int(sam.image_encoder.img_size), contract.IMAGE_SIZE),
         "embedding dim": (int(prompt.embed_dim), contract.EMBEDDING_DIM),
         "embedding size": (tuple(prompt.image_embedding_size), (contract.EMBEDDING_SIZE,) * 2),
         "mask outputs": (int(sam.mask_decoder.num_mask_tokens), contract.NUM_MASK_OUTPUTS),
         "mask threshold": (float(sam.mask_threshold), contract.MASK_THRESHOLD),
+        "decoder heads": (int(first_layer.num_heads), contract.DECODER_HEADS),
+        "decoder head dim": (
+            int(first_layer.internal_dim // first_layer.num_heads),
+            contract.DECODER_HEAD_DIM,
+        ),
+        "mask weight dim": (
+            int(sam.mask_decoder.output_hypernetworks_mlps[0].layers[-1].out_features),
+            contract.MASK_WEIGHT_DIM,
+        ),
     }
     for what, (have, want) in found.items():
         if have != want:

@@ -31,17 +31,20 @@ from typing import Any
 
 from ._deps import onnx
 from .errors import ExportError
-from .graphs import (
-    DECODER_INPUTS,
-    DECODER_OUTPUTS,
-    ENCODER_INPUTS,
-    ENCODER_OUTPUTS,
-    GraphSpec,
-    save_graph,
-)
+from .graphs import SPECS as FP32_SPECS
+from .graphs import GraphSpec, save_graph
 
-ENCODER_SPEC = GraphSpec("encoder.fp16.onnx", ENCODER_INPUTS, ENCODER_OUTPUTS)
-DECODER_SPEC = GraphSpec("decoder.fp16.onnx", DECODER_INPUTS, DECODER_OUTPUTS)
+
+def _fp16_file(fp32_file: str) -> str:
+    stem, suffix = fp32_file.rsplit(".", 1)
+    return f"{stem}.fp16.{suffix}"
+
+
+# By role, as graphs.SPECS: "encoder.onnx" -> "encoder.fp16.onnx", same interface.
+SPECS: dict[str, GraphSpec] = {
+    role: GraphSpec(_fp16_file(spec.file), spec.inputs, spec.outputs)
+    for role, spec in FP32_SPECS.items()
+}
 
 # Op types computed in fp32 wherever they occur (see the module docstring). ReduceMean, Pow
 # and Sqrt appear in SAM's graphs only inside normalizations.

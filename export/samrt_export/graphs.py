@@ -34,31 +34,71 @@ ENCODER_OUTPUTS = (
         ("B", contract.EMBEDDING_DIM, contract.EMBEDDING_SIZE, contract.EMBEDDING_SIZE),
     ),
 )
-_EMBEDDINGS, _COORDS, _LABELS, _MASK_INPUT, _HAS_MASK = contract.DECODER_INPUTS
-_IOU, _LOW_RES = contract.DECODER_OUTPUTS
-DECODER_INPUTS = (
-    TensorSpec(
-        _EMBEDDINGS,
-        "float32",
-        (1, contract.EMBEDDING_DIM, contract.EMBEDDING_SIZE, contract.EMBEDDING_SIZE),
-    ),
+_TOKENS = contract.EMBEDDING_SIZE * contract.EMBEDDING_SIZE
+_HEADS = (1, contract.DECODER_HEADS, _TOKENS, contract.DECODER_HEAD_DIM)
+_EMBEDDING = (1, contract.EMBEDDING_DIM, contract.EMBEDDING_SIZE, contract.EMBEDDING_SIZE)
+DECODER_IMAGE_INPUTS = (TensorSpec(contract.ENCODER_OUTPUT, "float32", _EMBEDDING),)
+DECODER_IMAGE_OUTPUTS = tuple(
+    TensorSpec(name, "float32", shape)
+    for name, shape in zip(
+        contract.DECODER_IMAGE_OUTPUTS,
+        ((1, _TOKENS, contract.EMBEDDING_DIM), _HEADS, _HEADS, _HEADS),
+        strict=True,
+    )
+)
+_COORDS, _LABELS, _MASK_INPUT, _HAS_MASK = contract.PROMPT_INPUTS
+PROMPT_INPUTS = (
     TensorSpec(_COORDS, "float32", ("P", "N", 2)),
     TensorSpec(_LABELS, "float32", ("P", "N")),
     TensorSpec(_MASK_INPUT, "float32", ("P", 1, contract.LOW_RES_SIZE, contract.LOW_RES_SIZE)),
     TensorSpec(_HAS_MASK, "float32", ("P",)),
 )
-DECODER_OUTPUTS = (
+_IOU, _MASK_WEIGHTS, _PROMPT_TOKENS = contract.DECODER_PROMPTS_OUTPUTS
+_MASK_WEIGHTS_SPEC = TensorSpec(
+    _MASK_WEIGHTS, "float32", ("P", contract.NUM_MASK_OUTPUTS, contract.MASK_WEIGHT_DIM)
+)
+# decoder_masks makes the masks whose weights it is given (M of the 4: the multimask
+# three, or the single mask), so a caller pays only for the masks it wants.
+_CHOSEN_WEIGHTS_SPEC = TensorSpec(_MASK_WEIGHTS, "float32", ("P", "M", contract.MASK_WEIGHT_DIM))
+_PROMPT_TOKENS_SPEC = TensorSpec(_PROMPT_TOKENS, "float32", ("P", _TOKENS, contract.EMBEDDING_DIM))
+DECODER_PROMPTS_INPUTS = (*DECODER_IMAGE_OUTPUTS, *PROMPT_INPUTS)
+DECODER_PROMPTS_OUTPUTS = (
     TensorSpec(_IOU, "float32", ("P", contract.NUM_MASK_OUTPUTS)),
+    _MASK_WEIGHTS_SPEC,
+    _PROMPT_TOKENS_SPEC,
+)
+DECODER_MASKS_INPUTS = (_PROMPT_TOKENS_SPEC, _CHOSEN_WEIGHTS_SPEC)
+DECODER_MASKS_OUTPUTS = (
     TensorSpec(
-        _LOW_RES,
+        contract.DECODER_MASKS_OUTPUTS[0],
         "float32",
-        ("P", contract.NUM_MASK_OUTPUTS, contract.LOW_RES_SIZE, contract.LOW_RES_SIZE),
+        ("P", "M", contract.LOW_RES_SIZE, contract.LOW_RES_SIZE),
     ),
 )
 
 
-class DecoderGraph(torch.nn.Module):
-    """Official prompt encoder + MaskDecoder.predict_masks with prompts as plain tensors.
+class DecoderImageGraph(torch.nn.Module):
+    """decoder_image: an image's embedding -> the decoder's first-layer image side, which
+    every prompt on that image shares (see decoder.image_side)."""
+
+    def __init__(self, sam: Any) -> None:
+        super().__init__()
+        self.prompt_encoder = sam.prompt_encoder
+        self.mask_decoder = sam.mask_decoder
+
+    def forward(self, image_embeddings: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        side = decoder.image_side(
+            self.mask_decoder,
+            image_embeddings,
+            self.prompt_encoder.get_dense_pe(),
+            self.prompt_encoder.no_mask_embed.weight.reshape(-1),
+        )
+        return side.tokens, side.keys, side.values, side.queries
+
+
+class DecoderPromptsGraph(torch.nn.Module):
+    """decoder_prompts: the official prompt encoder + MaskDecoder.predict_masks up to the
+    upscaling, with prompts as plain tensors.
 
     The official PromptEncoder branches in Python on which prompts exist and edits tensors
     in place by boolean masks; neither survives export. This module computes the same
@@ -68,6 +108,8 @@ class DecoderGraph(torch.nn.Module):
     0/1 and adding exact zeros leaves each value bit-identical to the official one. Boxes
     arrive as their two corner points (labels 2, 3) after the point prompts, and the padding
     point (label -1) is present exactly when the official encoder would add it (no box).
+    A prompt with no points at all (N = 0: a mask input alone, or nothing) has only the
+    output tokens, as in the official encoder.
     """
 
     def __init__(self, sam: Any) -> None:
@@ -77,12 +119,15 @@ class DecoderGraph(torch.nn.Module):
 
     def forward(
         self,
-        image_embeddings: torch.Tensor,
+        image_tokens: torch.Tensor,
+        image_keys: torch.Tensor,
+        image_values: torch.Tensor,
+        image_queries: torch.Tensor,
         point_coords: torch.Tensor,
         point_labels: torch.Tensor,
         mask_input: torch.Tensor,
         has_mask_input: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         prompts = self.prompt_encoder
         height, width = prompts.input_image_size
         # Shift to the pixel centre, then normalize x by width and y by height, as
@@ -97,15 +142,22 @@ class DecoderGraph(torch.nn.Module):
             sparse = sparse + prompts.point_embeddings[label].weight * (labels == label)
 
         mask = decoder.mask_low_rank(prompts, mask_input, has_mask_input)
-        low_res_masks, iou_predictions = decoder.predict_masks(
-            self.mask_decoder,
-            image_embeddings,
-            prompts.get_dense_pe(),
-            sparse,
-            mask,
-            prompts.no_mask_embed.weight.reshape(-1),
+        image = decoder.ImageSide(image_tokens, image_keys, image_values, image_queries)
+        iou, mask_weights, keys = decoder.decode_prompts(
+            self.mask_decoder, image, prompts.get_dense_pe(), sparse, mask
         )
-        return iou_predictions, low_res_masks
+        return iou, mask_weights, keys
+
+
+class DecoderMasksGraph(torch.nn.Module):
+    """decoder_masks: the prompts' final image tokens and mask weights -> low-res masks."""
+
+    def __init__(self, sam: Any) -> None:
+        super().__init__()
+        self.mask_decoder = sam.mask_decoder
+
+    def forward(self, prompt_image_tokens: torch.Tensor, mask_weights: torch.Tensor) -> torch.Tensor:
+        return decoder.decode_masks(self.mask_decoder, prompt_image_tokens, mask_weights)
 
 
 @dataclass(frozen=True)
@@ -118,7 +170,24 @@ class GraphSpec:
 
 
 ENCODER_SPEC = GraphSpec(contract.ENCODER_FILE, ENCODER_INPUTS, ENCODER_OUTPUTS)
-DECODER_SPEC = GraphSpec(contract.DECODER_FILE, DECODER_INPUTS, DECODER_OUTPUTS)
+DECODER_IMAGE_SPEC = GraphSpec(contract.DECODER_IMAGE_FILE, DECODER_IMAGE_INPUTS, DECODER_IMAGE_OUTPUTS)
+DECODER_PROMPTS_SPEC = GraphSpec(
+    contract.DECODER_PROMPTS_FILE, DECODER_PROMPTS_INPUTS, DECODER_PROMPTS_OUTPUTS
+)
+DECODER_MASKS_SPEC = GraphSpec(contract.DECODER_MASKS_FILE, DECODER_MASKS_INPUTS, DECODER_MASKS_OUTPUTS)
+# By role, in the order they are exported and checked.
+SPECS: dict[str, GraphSpec] = {
+    contract.ENCODER: ENCODER_SPEC,
+    contract.DECODER_IMAGE: DECODER_IMAGE_SPEC,
+    contract.DECODER_PROMPTS: DECODER_PROMPTS_SPEC,
+    contract.DECODER_MASKS: DECODER_MASKS_SPEC,
+}
+# The modules that become each graph.
+MODULES: dict[str, Any] = {
+    contract.DECODER_IMAGE: DecoderImageGraph,
+    contract.DECODER_PROMPTS: DecoderPromptsGraph,
+    contract.DECODER_MASKS: DecoderMasksGraph,
+}
 
 
 def encoder_example_inputs(exporter: Exporter) -> tuple[torch.Tensor, ...]:
@@ -129,18 +198,21 @@ def encoder_example_inputs(exporter: Exporter) -> tuple[torch.Tensor, ...]:
     return (torch.zeros(batch, 3, size, size),)
 
 
-def decoder_example_inputs() -> tuple[torch.Tensor, ...]:
-    # Sizes of 2 and 3 so that no dynamic dimension is traced at 1 (see above).
-    prompts, points = 2, 3
-    size = contract.LOW_RES_SIZE
-    emb = contract.EMBEDDING_SIZE
-    return (
-        torch.zeros(1, contract.EMBEDDING_DIM, emb, emb),
-        torch.full((prompts, points, 2), 100.0),
-        torch.tensor([[1.0, 0.0, -1.0], [1.0, 2.0, 3.0]]),
-        torch.zeros(prompts, 1, size, size),
-        torch.tensor([1.0, 0.0]),
-    )
+def decoder_example_inputs(role: str) -> tuple[torch.Tensor, ...]:
+    """Example inputs to trace a decoder graph with, from its spec: sizes of 2 and 3 for
+    the dynamic dimensions, so that none is traced at 1 (see above); prompts with a box,
+    points and padding."""
+    sizes = {"P": 2, "N": 3, "M": 3}
+    inputs = []
+    for spec in SPECS[role].inputs:
+        shape = tuple(sizes[d] if isinstance(d, str) else d for d in spec.shape)
+        inputs.append(torch.zeros(shape))
+    if role == contract.DECODER_PROMPTS:
+        n_image = len(contract.DECODER_IMAGE_OUTPUTS)
+        inputs[n_image] = torch.full((2, 3, 2), 100.0)
+        inputs[n_image + 1] = torch.tensor([[1.0, 0.0, -1.0], [1.0, 2.0, 3.0]])
+        inputs[n_image + 3] = torch.tensor([1.0, 0.0])
+    return tuple(inputs)
 
 
 def export_graph(

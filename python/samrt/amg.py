@@ -490,15 +490,22 @@ class AutomaticMaskGenerator:
         orig_size: tuple[int, int],
     ) -> _Masks:
         predictor = self.predictor
-        scores, low_res = predictor.predict_low_res(
-            points[:, None, :], np.ones((len(points), 1)), multimask_output=True
-        )
+        prompts = (points[:, None, :], np.ones((len(points), 1)))
+        if self.pred_iou_thresh > 0.0:
+            # The predicted-IoU filter needs only the scores: a point none of whose masks
+            # passes it is never upscaled, nor upsampled.
+            scores, upscaled, low_res = predictor.predict_low_res_above(
+                self.pred_iou_thresh, *prompts, multimask_output=True
+            )
+            scores, points = scores[upscaled], points[upscaled]
+        else:
+            scores, low_res = predictor.predict_low_res(*prompts, multimask_output=True)
         n_per_point = scores.shape[1]
         iou_preds = scores.reshape(-1)
         batch_points = points.repeat(n_per_point, axis=0)
         logits = low_res.reshape(-1, *low_res.shape[2:])
 
-        # The predicted-IoU filter needs only the scores: apply it before any upsampling.
+        # Then per mask, among the points that have one above the threshold.
         if self.pred_iou_thresh > 0.0:
             keep = np.flatnonzero(iou_preds > np.float32(self.pred_iou_thresh))
             if len(keep) < len(iou_preds):

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Final
 
 # Version of the engine-directory layout (manifest.json and the files it names). A runtime
-# refuses a directory of another format version.
-MANIFEST_FORMAT_VERSION: Final = 1
+# refuses a directory of another format version. Version 2: the decoder as three graphs.
+MANIFEST_FORMAT_VERSION: Final = 2
 MANIFEST_FILE: Final = "manifest.json"
 
 # SAM's input: the longest side is resized to IMAGE_SIZE, then the image is normalized and
@@ -25,6 +25,12 @@ PIXEL_STD: Final = (58.395, 57.12, 57.375)
 EMBEDDING_SIZE: Final = 64
 EMBEDDING_DIM: Final = 256
 LOW_RES_SIZE: Final = 256
+# Between the decoder's graphs: the first layer's attention heads (8 of 16 channels, the
+# official TwoWayTransformer with attention_downsample_rate 2) and the width of the mask
+# tokens' hypernetwork outputs (transformer_dim // 8).
+DECODER_HEADS: Final = 8
+DECODER_HEAD_DIM: Final = 16
+MASK_WEIGHT_DIM: Final = 32
 NUM_MASK_OUTPUTS: Final = 4
 MASK_THRESHOLD: Final = 0.0
 
@@ -35,19 +41,51 @@ LABEL_FOREGROUND: Final = 1
 LABEL_BOX_TOP_LEFT: Final = 2
 LABEL_BOX_BOTTOM_RIGHT: Final = 3
 
+# An engine directory's graphs, by role. The mask decoder is three graphs, so that what
+# does not depend on the prompt runs once per image and the costly mask upscaling runs
+# only for the prompts whose masks are wanted:
+#   decoder_image    embedding -> the image side of the decoder's first layer (per image)
+#   decoder_prompts  that image side + P prompts -> IoU predictions, the mask tokens'
+#                    hypernetwork weights and the prompts' final image tokens
+#   decoder_masks    final image tokens + mask weights -> low-res mask logits
 ENCODER_FILE: Final = "encoder.onnx"
-DECODER_FILE: Final = "decoder.onnx"
+DECODER_IMAGE_FILE: Final = "decoder_image.onnx"
+DECODER_PROMPTS_FILE: Final = "decoder_prompts.onnx"
+DECODER_MASKS_FILE: Final = "decoder_masks.onnx"
 
-# Tensor names of the two ONNX graphs.
+ENCODER: Final = "encoder"
+DECODER_IMAGE: Final = "decoder_image"
+DECODER_PROMPTS: Final = "decoder_prompts"
+DECODER_MASKS: Final = "decoder_masks"
+ROLES: Final = (ENCODER, DECODER_IMAGE, DECODER_PROMPTS, DECODER_MASKS)
+DECODER_ROLES: Final = (DECODER_IMAGE, DECODER_PROMPTS, DECODER_MASKS)
+
+# Tensor names of the graphs.
 ENCODER_INPUT: Final = "image"
 ENCODER_OUTPUT: Final = "image_embeddings"
-DECODER_INPUTS: Final = (
-    "image_embeddings",
-    "point_coords",
-    "point_labels",
-    "mask_input",
-    "has_mask_input",
-)
-DECODER_OUTPUTS: Final = ("iou_predictions", "low_res_masks")
+DECODER_IMAGE_INPUTS: Final = (ENCODER_OUTPUT,)
+# [1,4096,256] embedding + no_mask_embed as tokens; then [1,heads,4096,head_dim] each: the
+# first layer's token-to-image keys and values and its image-to-token queries.
+DECODER_IMAGE_OUTPUTS: Final = ("image_tokens", "image_keys", "image_values", "image_queries")
+PROMPT_INPUTS: Final = ("point_coords", "point_labels", "mask_input", "has_mask_input")
+DECODER_PROMPTS_INPUTS: Final = (*DECODER_IMAGE_OUTPUTS, *PROMPT_INPUTS)
+# [P,4], [P,4,32], [P,4096,256]
+DECODER_PROMPTS_OUTPUTS: Final = ("iou_predictions", "mask_weights", "prompt_image_tokens")
+# [P,4096,256] and [P,M,32], the weights of the M masks wanted -> [P,M,256,256]
+DECODER_MASKS_INPUTS: Final = ("prompt_image_tokens", "mask_weights")
+DECODER_MASKS_OUTPUTS: Final = ("low_res_masks",)
+
+GRAPH_FILES: Final = {
+    ENCODER: ENCODER_FILE,
+    DECODER_IMAGE: DECODER_IMAGE_FILE,
+    DECODER_PROMPTS: DECODER_PROMPTS_FILE,
+    DECODER_MASKS: DECODER_MASKS_FILE,
+}
+GRAPH_IO: Final = {
+    ENCODER: ((ENCODER_INPUT,), (ENCODER_OUTPUT,)),
+    DECODER_IMAGE: (DECODER_IMAGE_INPUTS, DECODER_IMAGE_OUTPUTS),
+    DECODER_PROMPTS: (DECODER_PROMPTS_INPUTS, DECODER_PROMPTS_OUTPUTS),
+    DECODER_MASKS: (DECODER_MASKS_INPUTS, DECODER_MASKS_OUTPUTS),
+}
 
 MODEL_TYPES: Final = ("vit_b", "vit_l", "vit_h")

@@ -88,6 +88,8 @@ class Manifest:
 
     format_version: int
     samrt_version: str
+    # The model family (samrt.families): which graphs there are and how they are chained.
+    family: str
     model_type: str
     # The official ImageEncoderViT configuration (embed dim, depth, heads, global attention).
     model_config: dict[str, Any]
@@ -110,6 +112,7 @@ class Manifest:
         return {
             "format_version": self.format_version,
             "samrt_version": self.samrt_version,
+            "family": self.family,
             "model_type": self.model_type,
             "model_config": self.model_config,
             "image_size": self.image_size,
@@ -131,6 +134,7 @@ class Manifest:
         return cls(
             format_version=int(data["format_version"]),
             samrt_version=str(data["samrt_version"]),
+            family=str(data["family"]),
             model_type=str(data["model_type"]),
             model_config=dict(data["model_config"]),
             image_size=int(data["image_size"]),
@@ -146,6 +150,17 @@ class Manifest:
             export_check={str(k): float(v) for k, v in data.get("export_check", {}).items()},
             extra=dict(data.get("extra", {})),
         )
+
+    def graphs(self, precision: str, roles: tuple[str, ...]) -> dict[str, ModelFile]:
+        """The graphs ``roles`` of a precision, by role; EngineDirError if one is missing."""
+        return {role: self.model(role, precision) for role in roles}
+
+    def default_precision(self) -> str:
+        """fp32 where the directory has it, else its only precision (fp16 alone is what
+        `samrt export --precision fp16` writes)."""
+        if "fp32" in self.variants or not self.variants:
+            return "fp32"
+        return sorted(self.variants)[0]
 
     def model(self, role: str, precision: str = "fp32") -> ModelFile:
         try:

@@ -9,9 +9,12 @@ service should give each thread (or request) its own Predictor over one shared M
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import numpy.typing as npt
@@ -24,10 +27,13 @@ from ._validate import (
     as_points,
     as_size,
 )
-from .backends import Backend, Embedding, create_backend
+from .backends import Backend, Tensor, create_backend
 from .errors import ImageNotSetError
+from .families import Decoded, ModelFamily, Prompts, family_for
 from .manifest import Manifest, load_manifest
 from .postprocess import upsample_logits, upsample_masks
+
+_log = logging.getLogger("samrt")
 
 # Larger images are refused before any work: a decoded 100-megapixel RGB image alone is
 # 300 MB. Pass max_image_pixels=None to lift the cap.
@@ -35,24 +41,39 @@ DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
 
 
 class Model:
-    """An engine directory loaded into a backend. Thread-safe; share one per process."""
+    """An engine directory loaded into a backend. Thread-safe; share one per process.
+
+    ``precision`` None takes what the directory has (fp32 where there are both; see
+    Manifest.default_precision) and logs the choice at INFO on the "samrt" logger.
+    """
 
     def __init__(
         self,
         engine_dir: str | os.PathLike[str],
         backend: str = "auto",
         *,
-        precision: str = "fp32",
+        precision: str | None = None,
         verify: bool = True,
         intra_op_num_threads: int | None = None,
     ) -> None:
         self.engine_dir = Path(engine_dir)
+        if precision is None:
+            manifest = load_manifest(self.engine_dir, verify=False)
+            precision = manifest.default_precision()
+            _log.info(
+                "samrt precision: %s (%s has %s)",
+                precision,
+                self.engine_dir,
+                " and ".join(sorted(manifest.variants)),
+            )
         self.precision = precision
         self.manifest: Manifest = load_manifest(self.engine_dir, verify=verify, precisions=(precision,))
+        self.family: ModelFamily = family_for(self.manifest)
         self.backend: Backend = create_backend(
             self.engine_dir,
             self.manifest,
             backend,
+            roles=self.family.roles,
             precision=precision,
             intra_op_num_threads=intra_op_num_threads,
         )
@@ -70,21 +91,27 @@ class Model:
 
 @dataclass(frozen=True, eq=False)
 class ImageState:
-    """One image as a Predictor holds it: the embedding (in the backend's form, on the
-    device for a GPU backend) and the image's sizes. Immutable and bound to the Model
-    that made it: a service keeps these in its cache and hands one to any Predictor of
-    the same Model with :meth:`Predictor.set_image_state`, with no copy and no check of
-    the embedding's values (it came from this Model)."""
+    """One image as a Predictor holds it: the tensors the decoder reads (the embedding and
+    what the decoder reuses for every prompt, in the backend's form: on the device for a
+    GPU backend) and the image's sizes. Immutable and bound to the Model that made it: a
+    service keeps these in its cache and hands one to any Predictor of the same Model
+    with :meth:`Predictor.set_image_state`, with no copy and no check of the values (they
+    came from this Model)."""
 
     model: Model
-    embedding: Embedding
+    tensors: Mapping[str, Tensor]
     original_size: tuple[int, int]
     input_size: tuple[int, int]
 
     @property
+    def embedding(self) -> Tensor:
+        return self.tensors[self.model.family.embedding_name]
+
+    @property
     def nbytes(self) -> int:
         """Bytes this state holds (on the host or the device), for caches bounded in bytes."""
-        return self.model.backend.embedding_nbytes(self.embedding)
+        backend = self.model.backend
+        return sum(backend.nbytes(t) for t in self.tensors.values())
 
 
 class Predictor:
@@ -98,7 +125,7 @@ class Predictor:
         engine_dir_or_model: str | os.PathLike[str] | Model,
         backend: str = "auto",
         *,
-        precision: str = "fp32",
+        precision: str | None = None,
         max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         if isinstance(engine_dir_or_model, Model):
@@ -117,17 +144,14 @@ class Predictor:
         image = as_image(image, "image", max_pixels=self.max_image_pixels)
         if image_format == "BGR":
             image = image[..., ::-1]
-        manifest = self.model.manifest
-        resized = transforms.resize_longest_side(image, manifest.image_size)
-        batch = transforms.normalize_and_pad(resized, manifest.pixel_mean, manifest.pixel_std, manifest.image_size)
-        embedding = self.model.backend.encode(batch)
+        tensors, input_size = self.model.family.encode(self.model.backend, image)
         self._state = ImageState(
             model=self.model,
-            embedding=embedding,
+            tensors=MappingProxyType(tensors),
             original_size=(int(image.shape[0]), int(image.shape[1])),
-            input_size=(int(resized.shape[0]), int(resized.shape[1])),
+            input_size=input_size,
         )
-        del image, resized, batch
+        del image
         # The encoder's intermediates (about 0.5 GB for vit_b) were just freed: hand them
         # back to the OS, or the heap keeps them (see csrc/heap.hpp).
         _core.release_free_heap_memory()
@@ -140,26 +164,29 @@ class Predictor:
         """Uses a saved embedding ([1,256,64,64] or [256,64,64] float32, from
         get_image_embedding) of an image of ``original_size`` (H, W)."""
         size = as_size(original_size, "original_size")
+        family = self.model.family
         array = np.asarray(embedding)
-        if array.ndim == 3:
+        expected = family.embedding_shape
+        if array.ndim == len(expected) - 1:
             array = array[None]
-        expected = (1, contract.EMBEDDING_DIM, contract.EMBEDDING_SIZE, contract.EMBEDDING_SIZE)
         if array.shape != expected:
             raise ValueError(f"embedding must have shape {expected}, got {array.shape}")
         if not np.issubdtype(array.dtype, np.floating):
             raise TypeError(f"embedding must be a float array, got dtype {array.dtype}")
         if not np.isfinite(array).all():
             raise ValueError("embedding contains NaN or infinite values")
+        tensors = family.from_embedding(self.model.backend, np.ascontiguousarray(array, dtype=np.float32))
         self._state = ImageState(
             model=self.model,
-            embedding=self.model.backend.embedding_from_numpy(array.astype(np.float32)),
+            tensors=MappingProxyType(tensors),
             original_size=size,
-            input_size=transforms.preprocess_shape(*size, self.model.manifest.image_size),
+            input_size=family.input_size(size),
         )
 
     def get_image_embedding(self) -> npt.NDArray[np.float32]:
-        """The current image's embedding, [1,256,64,64] float32 on the host."""
-        return self.model.backend.embedding_to_numpy(self._require_image().embedding)
+        """The current image's embedding, [1,256,64,64] float32 on the host (a copy)."""
+        embedding = self.model.backend.to_numpy(self._require_image().embedding)
+        return np.array(embedding, dtype=np.float32, copy=True)
 
     @property
     def image_state(self) -> ImageState:
@@ -207,18 +234,13 @@ class Predictor:
         """Masks for one prompt, as the official SamPredictor.predict.
 
         point_coords Nx2 (x, y) pixels of the original image with point_labels N (1 fg,
-        0 bg); box XYXY [4]; mask_input 1x256x256 logits from an earlier call. Returns
-        (masks CxHxW bool, or float32 logits with return_logits; scores C; low-res logits
-        Cx256x256), C = 3 with multimask_output else 1.
+        0 bg); box XYXY [4]; mask_input 1x256x256 logits from an earlier call. Any may be
+        left out, all of them too (the official answers a call with no prompt from the
+        image alone). Returns (masks CxHxW bool, or float32 logits with return_logits;
+        scores C; low-res logits Cx256x256), C = 3 with multimask_output else 1.
         """
-        coords = labels = None
-        if point_coords is not None or point_labels is not None:
-            coords, labels = as_points(point_coords, point_labels, batched=False)
-        boxes = None if box is None else as_boxes(box, "box", batched=False)
-        masks_in = None if mask_input is None else as_mask_input(mask_input, batched=False)
-        masks, scores, low_res = self.predict_batch(
-            coords, labels, boxes, masks_in, multimask_output=multimask_output, return_logits=return_logits
-        )
+        prompts = _prompts(point_coords, point_labels, box, mask_input, batched=False)
+        masks, scores, low_res = self._predict(prompts, multimask_output, return_logits)
         return masks[0], scores[0], low_res[0]
 
     def predict_batch(
@@ -236,19 +258,8 @@ class Predictor:
         point_coords PxNx2 with point_labels PxN; boxes Px4; mask_input Px1x256x256.
         Returns (masks PxCxHxW, scores PxC, low-res logits PxCx256x256).
         """
-        state = self._require_image()
-        scores, low_res = self._decode(state, point_coords, point_labels, boxes, mask_input, multimask_output)
-        n_prompts, n_masks = scores.shape
-        flat = low_res.reshape(n_prompts * n_masks, contract.LOW_RES_SIZE, contract.LOW_RES_SIZE)
-        if return_logits:
-            full: npt.NDArray[np.bool_] | npt.NDArray[np.float32] = upsample_logits(
-                flat, state.input_size, state.original_size
-            )
-        else:
-            full = upsample_masks(
-                flat, state.input_size, state.original_size, threshold=self.model.manifest.mask_threshold
-            )
-        return full.reshape(n_prompts, n_masks, *state.original_size), scores, low_res
+        prompts = _prompts(point_coords, point_labels, boxes, mask_input, batched=True)
+        return self._predict(prompts, multimask_output, return_logits)
 
     def predict_low_res(
         self,
@@ -258,9 +269,31 @@ class Predictor:
         mask_input: npt.ArrayLike | None = None,
         multimask_output: bool = True,
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        """Like predict_batch, without upsampling: (scores PxC, low-res logits PxCx256x256).
-        The automatic mask generator post-processes these itself."""
-        return self._decode(self._require_image(), point_coords, point_labels, boxes, mask_input, multimask_output)
+        """Like predict_batch, without upsampling: (scores PxC, low-res logits PxCx256x256)."""
+        prompts = _prompts(point_coords, point_labels, boxes, mask_input, batched=True)
+        decoded = self._decode(prompts, multimask_output)
+        return decoded.scores, decoded.low_res
+
+    def predict_low_res_above(
+        self,
+        score_threshold: float,
+        point_coords: npt.ArrayLike | None = None,
+        point_labels: npt.ArrayLike | None = None,
+        boxes: npt.ArrayLike | None = None,
+        mask_input: npt.ArrayLike | None = None,
+        multimask_output: bool = True,
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp], npt.NDArray[np.float32]]:
+        """predict_low_res for the prompts that have a mask scoring above
+        ``score_threshold``: (scores PxC of every prompt, the indices S of those prompts,
+        their low-res logits SxCx256x256). The others never have their masks upscaled,
+        which is most of the decoder's work: the automatic mask generator drops such
+        masks by pred_iou_thresh anyway."""
+        threshold = float(score_threshold)
+        if not np.isfinite(threshold):
+            raise ValueError(f"score_threshold must be a finite number, got {score_threshold!r}")
+        prompts = _prompts(point_coords, point_labels, boxes, mask_input, batched=True)
+        decoded = self._decode(prompts, multimask_output, score_threshold=threshold)
+        return decoded.scores, decoded.index, decoded.low_res
 
     # -- internals -----------------------------------------------------------------------
 
@@ -271,85 +304,62 @@ class Predictor:
         return state
 
     def _decode(
-        self,
-        state: ImageState,
-        point_coords: npt.ArrayLike | None,
-        point_labels: npt.ArrayLike | None,
-        boxes: npt.ArrayLike | None,
-        mask_input: npt.ArrayLike | None,
-        multimask_output: bool,
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        coords = labels = box_arr = masks_in = None
-        if point_coords is not None or point_labels is not None:
-            coords, labels = as_points(point_coords, point_labels, batched=True)
-        if boxes is not None:
-            box_arr = as_boxes(boxes, "boxes", batched=True)
-        if mask_input is not None:
-            masks_in = as_mask_input(mask_input, batched=True)
-        n_prompts = _prompt_count(coords, box_arr, masks_in)
+        self, prompts: Prompts, multimask_output: bool, score_threshold: float | None = None
+    ) -> Decoded:
+        state = self._require_image()
+        model = self.model
+        return model.family.decode(
+            model.backend,
+            state.tensors,
+            state.original_size,
+            prompts,
+            multimask_output=multimask_output,
+            score_threshold=score_threshold,
+        )
 
-        prompt_coords, prompt_labels = _prompt_points(coords, labels, box_arr, state.original_size, n_prompts)
-        if masks_in is None:
-            size = contract.LOW_RES_SIZE
-            masks_in = np.zeros((n_prompts, 1, size, size), dtype=np.float32)
-            has_mask = np.zeros((n_prompts,), dtype=np.float32)
+    def _predict(
+        self, prompts: Prompts, multimask_output: bool, return_logits: bool
+    ) -> tuple[npt.NDArray[np.bool_] | npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        state = self._require_image()
+        decoded = self._decode(prompts, multimask_output)
+        low_res = decoded.low_res
+        n_prompts, n_masks = low_res.shape[:2]
+        flat = low_res.reshape(n_prompts * n_masks, contract.LOW_RES_SIZE, contract.LOW_RES_SIZE)
+        if return_logits:
+            full: npt.NDArray[np.bool_] | npt.NDArray[np.float32] = upsample_logits(
+                flat, state.input_size, state.original_size
+            )
         else:
-            has_mask = np.ones((n_prompts,), dtype=np.float32)
-
-        iou, low_res = self.model.backend.decode(state.embedding, prompt_coords, prompt_labels, masks_in, has_mask)
-        # Mask 0 answers a single-mask request; masks 1..3 are the multimask outputs.
-        chosen = slice(1, None) if multimask_output else slice(0, 1)
-        return np.ascontiguousarray(iou[:, chosen]), np.ascontiguousarray(low_res[:, chosen])
+            full = upsample_masks(
+                flat, state.input_size, state.original_size, threshold=self.model.manifest.mask_threshold
+            )
+        return full.reshape(n_prompts, n_masks, *state.original_size), decoded.scores, low_res
 
 
-def _prompt_count(
-    coords: npt.NDArray[np.float64] | None,
-    boxes: npt.NDArray[np.float64] | None,
-    masks: npt.NDArray[np.float32] | None,
-) -> int:
+def _prompts(
+    point_coords: npt.ArrayLike | None,
+    point_labels: npt.ArrayLike | None,
+    boxes: npt.ArrayLike | None,
+    mask_input: npt.ArrayLike | None,
+    *,
+    batched: bool,
+) -> Prompts:
+    """Checked prompts (the validators give unbatched ones, predict's, a batch axis of 1)."""
+    coords = labels = box_arr = masks_in = None
+    if point_coords is not None or point_labels is not None:
+        coords, labels = as_points(point_coords, point_labels, batched=batched)
+    if boxes is not None:
+        box_arr = as_boxes(boxes, "box" if not batched else "boxes", batched=batched)
+    if mask_input is not None:
+        masks_in = as_mask_input(mask_input, batched=batched)
     counts = {
         name: len(arr)
-        for name, arr in (("point_coords", coords), ("boxes", boxes), ("mask_input", masks))
+        for name, arr in (("point_coords", coords), ("boxes", box_arr), ("mask_input", masks_in))
         if arr is not None
     }
-    if not counts:
-        raise ValueError("give at least one prompt: point_coords with point_labels, a box, or mask_input")
-    if "point_coords" not in counts and "boxes" not in counts:
-        raise ValueError("mask_input alone is not a prompt: give point_coords or a box with it")
     if len(set(counts.values())) > 1:
         detail = ", ".join(f"{name} has {n}" for name, n in counts.items())
         raise ValueError(f"the batched prompts must agree in their first dimension ({detail})")
-    return next(iter(counts.values()))
-
-
-def _prompt_points(
-    coords: npt.NDArray[np.float64] | None,
-    labels: npt.NDArray[np.float64] | None,
-    boxes: npt.NDArray[np.float64] | None,
-    original_size: tuple[int, int],
-    n_prompts: int,
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """The decoder's point sequence per prompt, as the official prompt encoder builds it:
-    the clicked points, then either the box's two corners (labels 2, 3) or, when there is
-    no box, one padding point (label -1)."""
-    parts_xy: list[npt.NDArray[np.float64]] = []
-    parts_label: list[npt.NDArray[np.float64]] = []
-    if coords is not None and labels is not None:
-        parts_xy.append(transforms.apply_coords(coords, original_size))
-        parts_label.append(labels)
-    if boxes is not None:
-        corners = transforms.apply_boxes(boxes, original_size).reshape(n_prompts, 2, 2)
-        parts_xy.append(corners)
-        parts_label.append(
-            np.broadcast_to(
-                np.array([contract.LABEL_BOX_TOP_LEFT, contract.LABEL_BOX_BOTTOM_RIGHT], dtype=np.float64),
-                (n_prompts, 2),
-            )
-        )
-    else:
-        parts_xy.append(np.zeros((n_prompts, 1, 2), dtype=np.float64))
-        parts_label.append(np.full((n_prompts, 1), contract.LABEL_PADDING, dtype=np.float64))
-    xy = np.concatenate(parts_xy, axis=1)
-    if np.abs(xy).max() > np.finfo(np.float32).max:
-        raise ValueError("point_coords or box are too large: they overflow float32 in the model's frame")
-    return np.ascontiguousarray(xy, dtype=np.float32), np.ascontiguousarray(np.concatenate(parts_label, axis=1), dtype=np.float32)
+    # No prompt at all is one prompt of nothing, as the official prompt encoder counts it.
+    count = next(iter(counts.values()), 1)
+    return Prompts(count, coords, labels, box_arr, masks_in)

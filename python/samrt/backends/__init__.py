@@ -15,9 +15,9 @@ from pathlib import Path
 
 from ..errors import BackendUnavailableError, EngineDirError
 from ..manifest import Manifest
-from .base import Backend, Embedding
+from .base import Backend, Embedding, Tensor
 
-__all__ = ["BACKENDS", "BACKEND_NAMES", "TENSORRT", "Backend", "Embedding", "create_backend"]
+__all__ = ["BACKENDS", "BACKEND_NAMES", "TENSORRT", "Backend", "Embedding", "Tensor", "create_backend"]
 
 _log = logging.getLogger("samrt")
 
@@ -38,10 +38,12 @@ def create_backend(
     manifest: Manifest,
     backend: str = "auto",
     *,
+    roles: tuple[str, ...],
     precision: str = "fp32",
     intra_op_num_threads: int | None = None,
 ) -> Backend:
-    """Starts the named backend (or the best available for "auto") on an engine directory."""
+    """Starts the named backend (or the best available for "auto") on the graphs ``roles``
+    of an engine directory."""
     from .onnxruntime import OnnxRuntimeBackend, available_providers
 
     if backend != "auto" and backend not in BACKEND_NAMES:
@@ -49,14 +51,14 @@ def create_backend(
     if backend == TENSORRT:
         from .tensorrt import TensorRTBackend
 
-        return TensorRTBackend(engine_dir, manifest, precision=precision)
-    encoder = engine_dir / manifest.model("encoder", precision).file
-    decoder = engine_dir / manifest.model("decoder", precision).file
+        return TensorRTBackend(engine_dir, manifest, roles=roles, precision=precision)
+    graphs = {
+        role: (engine_dir / model.file, model)
+        for role, model in manifest.graphs(precision, roles).items()
+    }
 
     def start(name: str) -> Backend:
-        return OnnxRuntimeBackend(
-            encoder, decoder, BACKENDS[name], intra_op_num_threads=intra_op_num_threads
-        )
+        return OnnxRuntimeBackend(graphs, BACKENDS[name], intra_op_num_threads=intra_op_num_threads)
 
     if backend != "auto":
         return start(backend)
@@ -68,12 +70,12 @@ def create_backend(
             from .tensorrt import CudaError, TensorRTBackend, unavailable_reason
 
             # Checked cheaply first: without engines for this machine TensorRT is not imported.
-            reason = unavailable_reason(engine_dir, manifest, precision)
+            reason = unavailable_reason(engine_dir, manifest, precision, roles)
             if reason is not None:
                 reasons.append(f"{name}: {reason}")
                 continue
             try:
-                chosen: Backend = TensorRTBackend(engine_dir, manifest, precision=precision)
+                chosen: Backend = TensorRTBackend(engine_dir, manifest, roles=roles, precision=precision)
             except (BackendUnavailableError, EngineDirError, CudaError) as e:
                 reasons.append(f"{name}: {e}")
                 continue

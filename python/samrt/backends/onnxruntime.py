@@ -1,21 +1,22 @@
 """ONNX Runtime backend: the CPU execution provider, or CUDA / TensorRT providers on a GPU.
 
-On a GPU the embedding stays on the device (I/O binding): only the prompts go up and only
-IoU scores and 256x256 logits come back.
+On a GPU tensors stay on the device between graphs (I/O binding): only the prompts go up
+and only what the caller asks for on the host (IoU scores, 256x256 logits) comes back.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from .. import contract
 from ..errors import BackendUnavailableError
-from .base import Backend, Embedding, FloatArray
+from ..manifest import ModelFile, TensorSpec
+from .base import Backend, Tensor
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -72,27 +73,32 @@ def _cpu_run_options(ort: Any) -> Any:
     return run_options
 
 
-def _own_copy(output: FloatArray) -> FloatArray:
-    """A run's output as an array that owns its memory. ONNX Runtime hands outputs over
-    without a copy, as views of its arena; a view kept alive (a Predictor holds its
-    image's embedding) would stop the arena from giving that whole region back. The copy
-    is a few MB against a run of seconds."""
-    return np.array(output, copy=True)
-
-
 # The decoder's activations grow with the prompts of a run (vit_b: +1.5 GB for the 64 of
 # an automatic-generation batch, +0.17 GB for 8) while its CPU time per prompt stays the
 # same from 8 prompts up, so on the CPU larger batches run in parts of this size.
 CPU_DECODER_PROMPTS_PER_RUN = 8
+# A GPU takes a whole automatic-generation batch (64 by default) and more at once.
+GPU_DECODER_PROMPTS_PER_RUN = 256
+
+# ONNX Runtime's log severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal. Its
+# warnings (for example "Could not find a CPU kernel and hence can't constant fold" when
+# an fp16 graph loads) would go straight to the user's terminal; errors are raised anyway.
+_ORT_LOG_ERRORS_ONLY = 3
+
 
 
 class OnnxRuntimeBackend(Backend):
-    """Encoder and decoder as two ONNX Runtime sessions sharing one provider list."""
+    """The graphs of an engine directory in ONNX Runtime sessions sharing one provider list.
+
+    Runs bind their outputs: on the CPU straight into numpy arrays allocated for the
+    caller (no copy, and no array that pins a region of ONNX Runtime's arena: a kept view,
+    such as a Predictor's embedding, would stop the arena from giving that region back),
+    on a GPU into device memory unless the caller asks for them on the host.
+    """
 
     def __init__(
         self,
-        encoder_path: str | os.PathLike[str],
-        decoder_path: str | os.PathLike[str],
+        graphs: Mapping[str, tuple[str | os.PathLike[str], ModelFile]],
         providers: Sequence[str],
         *,
         intra_op_num_threads: int | None = None,
@@ -112,106 +118,120 @@ class OnnxRuntimeBackend(Backend):
             )
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = _ORT_LOG_ERRORS_ONLY
         if intra_op_num_threads is not None:
             options.intra_op_num_threads = intra_op_num_threads
         if providers[0] == CPU:
             _tune_for_cpu(options)
         self._providers = list(providers)
-        self._encoder = ort.InferenceSession(str(Path(encoder_path)), options, providers=self._providers)
-        self._decoder = ort.InferenceSession(str(Path(decoder_path)), options, providers=self._providers)
+        self._sessions = {
+            role: ort.InferenceSession(str(Path(path)), options, providers=self._providers)
+            for role, (path, _) in graphs.items()
+        }
+        self._outputs = {role: {t.name: t for t in model.outputs} for role, (_, model) in graphs.items()}
+        self._inputs = {role: {t.name: t for t in model.inputs} for role, (_, model) in graphs.items()}
         # ORT may silently drop a provider it cannot initialise; say so instead.
-        active = self._encoder.get_providers()
-        if active[0] != self._providers[0]:
-            raise BackendUnavailableError(
-                f"ONNX Runtime could not start {self._providers[0]} (it fell back to {active[0]}); "
-                "check the CUDA/cuDNN installation or choose backend='onnxruntime-cpu'"
-            )
-        self._on_gpu = self._providers[0] in GPU_PROVIDERS
-        self._cpu_decoder_prompts_per_run = cpu_decoder_prompts_per_run
+        for session in self._sessions.values():
+            active = session.get_providers()
+            if active[0] != self._providers[0]:
+                raise BackendUnavailableError(
+                    f"ONNX Runtime could not start {self._providers[0]} (it fell back to {active[0]}); "
+                    "check the CUDA/cuDNN installation or choose backend='onnxruntime-cpu'"
+                )
+        self.on_device = self._providers[0] in GPU_PROVIDERS
+        self.prompts_per_run = (
+            GPU_DECODER_PROMPTS_PER_RUN if self.on_device else cpu_decoder_prompts_per_run
+        )
         self._run_options = _cpu_run_options(ort)
         self.name = f"onnxruntime ({self._providers[0]})"
         self._ort = ort
 
-    def encode(self, images: FloatArray) -> Embedding:
-        if not self._on_gpu:
-            (embedding,) = self._encoder.run(
-                [contract.ENCODER_OUTPUT], {contract.ENCODER_INPUT: images}, self._run_options
-            )
-            return _own_copy(embedding)
-        binding = self._encoder.io_binding()
-        binding.bind_cpu_input(contract.ENCODER_INPUT, images)
-        binding.bind_output(contract.ENCODER_OUTPUT, "cuda")
-        self._encoder.run_with_iobinding(binding, self._run_options)
-        return binding.get_outputs()[0]
-
-    def decode(
+    def run(
         self,
-        embedding: Embedding,
-        point_coords: FloatArray,
-        point_labels: FloatArray,
-        mask_input: FloatArray,
-        has_mask_input: FloatArray,
-    ) -> tuple[FloatArray, FloatArray]:
-        names = contract.DECODER_INPUTS
-        host_inputs = dict(zip(names[1:], (point_coords, point_labels, mask_input, has_mask_input)))
-        if not self._on_gpu:
-            return self._decode_on_cpu(embedding, host_inputs)
-        binding = self._decoder.io_binding()
-        binding.bind_ortvalue_input(names[0], embedding)
-        for name, value in host_inputs.items():
-            binding.bind_cpu_input(name, value)
-        for name in contract.DECODER_OUTPUTS:
-            binding.bind_output(name, "cpu")
-        self._decoder.run_with_iobinding(binding, self._run_options)
-        iou, low_res = binding.copy_outputs_to_cpu()
-        return iou, low_res
+        role: str,
+        inputs: Mapping[str, Tensor],
+        outputs: Sequence[str],
+        *,
+        to_host: Collection[str] = (),
+    ) -> dict[str, Tensor]:
+        session = self._session(role)
+        binding = session.io_binding()
+        dims: dict[str, int] = {}
+        for name, value in inputs.items():
+            spec = self._inputs[role].get(name)
+            if spec is None:
+                raise ValueError(f"the {role} graph has no input {name!r}")
+            if isinstance(value, np.ndarray):
+                value = np.ascontiguousarray(value, dtype=np.dtype(spec.dtype))
+                binding.bind_cpu_input(name, value)
+                shape = value.shape
+            else:
+                binding.bind_ortvalue_input(name, value)
+                shape = tuple(value.shape())
+            _match_dims(role, spec, shape, dims)
+        results: dict[str, Tensor] = {}
+        for name in outputs:
+            spec = self._outputs[role][name]
+            if self.on_device and name not in to_host:
+                binding.bind_output(name, "cuda")
+                continue
+            shape = tuple(d if isinstance(d, int) else dims[d] for d in spec.shape)
+            array = np.empty(shape, dtype=np.dtype(spec.dtype))
+            binding.bind_output(name, "cpu", 0, array.dtype, shape, array.ctypes.data)
+            results[name] = array
+        session.run_with_iobinding(binding, self._run_options)
+        if self.on_device:
+            produced = dict(zip(outputs, binding.get_outputs(), strict=True))
+            for name in outputs:
+                if name not in to_host:
+                    results[name] = produced[name]
+        return {name: results[name] for name in outputs}
 
-    def _decode_on_cpu(
-        self, embedding: FloatArray, host_inputs: dict[str, FloatArray]
-    ) -> tuple[FloatArray, FloatArray]:
-        """Runs the prompts a few at a time into outputs allocated once (prompts are
-        independent, so the results are those of one run over all of them)."""
-        names = contract.DECODER_INPUTS
-        outputs = list(contract.DECODER_OUTPUTS)
-        prompts = len(host_inputs[names[1]])
-        step = self._cpu_decoder_prompts_per_run
-        if prompts <= step:
-            iou, low_res = self._decoder.run(
-                outputs, {names[0]: embedding, **host_inputs}, self._run_options
-            )
-            return _own_copy(iou), _own_copy(low_res)
-        iou = low_res = None
-        for start in range(0, prompts, step):
-            part = {name: value[start : start + step] for name, value in host_inputs.items()}
-            part_iou, part_low_res = self._decoder.run(
-                outputs, {names[0]: embedding, **part}, self._run_options
-            )
-            if iou is None or low_res is None:
-                iou = np.empty((prompts, *part_iou.shape[1:]), dtype=part_iou.dtype)
-                low_res = np.empty((prompts, *part_low_res.shape[1:]), dtype=part_low_res.dtype)
-            iou[start : start + step] = part_iou
-            low_res[start : start + step] = part_low_res
-        assert iou is not None and low_res is not None
-        return iou, low_res
+    def _session(self, role: str) -> Any:
+        try:
+            return self._sessions[role]
+        except KeyError:
+            raise ValueError(
+                f"this backend has no {role} graph (it has {', '.join(self._sessions)})"
+            ) from None
 
-    def embedding_to_numpy(self, embedding: Embedding) -> FloatArray:
-        if self._on_gpu:
-            return np.asarray(embedding.numpy(), dtype=np.float32)
-        return np.asarray(embedding, dtype=np.float32)
+    def to_numpy(self, tensor: Tensor) -> npt.NDArray[Any]:
+        if isinstance(tensor, np.ndarray):
+            return tensor
+        return np.asarray(tensor.numpy())
 
-    def embedding_from_numpy(self, array: FloatArray) -> Embedding:
-        array = np.ascontiguousarray(array, dtype=np.float32)
-        if self._on_gpu:
+    def from_numpy(self, array: npt.NDArray[Any]) -> Tensor:
+        array = np.ascontiguousarray(array)
+        if self.on_device:
             return self._ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0)
         return array
 
-    def embedding_nbytes(self, embedding: Embedding) -> int:
-        if self._on_gpu:  # an OrtValue on the device: float32 elements
-            return int(np.prod(embedding.shape())) * 4
-        return int(embedding.nbytes)
+    def nbytes(self, tensor: Tensor) -> int:
+        if isinstance(tensor, np.ndarray):
+            return int(tensor.nbytes)
+        return int(tensor.tensor_size_in_bytes())
 
-    def select_embedding(self, embedding: Embedding, index: int) -> Embedding:
-        if self._on_gpu:
-            # OrtValues cannot be sliced on the device; a batch is re-uploaded per image.
-            return self.embedding_from_numpy(embedding.numpy()[index : index + 1])
-        return embedding[index : index + 1]
+    def take(self, tensor: Tensor, rows: npt.NDArray[np.intp]) -> Tensor:
+        if isinstance(tensor, np.ndarray):
+            return tensor[rows]
+        # OrtValues cannot be indexed on the device: the rows go through the host.
+        return self.from_numpy(tensor.numpy()[rows])
+
+
+def _match_dims(role: str, spec: TensorSpec, shape: tuple[int, ...], dims: dict[str, int]) -> None:
+    """Checks an input's shape against its spec, recording the sizes of named dims."""
+    if len(shape) != len(spec.shape):
+        raise ValueError(
+            f"{role} input {spec.name} must have {len(spec.shape)} dimensions {list(spec.shape)}, "
+            f"got shape {list(shape)}"
+        )
+    for want, got in zip(spec.shape, shape, strict=True):
+        if isinstance(want, int):
+            ok = want == got
+        else:
+            ok = dims.setdefault(want, got) == got
+        if not ok:
+            raise ValueError(
+                f"{role} input {spec.name} has shape {list(shape)}, which does not fit "
+                f"{list(spec.shape)} (with {dims})"
+            )
