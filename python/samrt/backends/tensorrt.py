@@ -223,8 +223,8 @@ def current_gpu(device: int = 0) -> GpuInfo:
 
 @dataclass(frozen=True)
 class ShapeRange:
-    """One input's optimization-profile shapes. A dimension may be 0 at the minimum (an
-    empty tensor, such as the points of a prompt that has none); the maximum is at least 1."""
+    """One input's optimization-profile shapes. A dimension may be 0 (an empty tensor, such
+    as the points of a prompt that has none: TensorRT runs those)."""
 
     min: tuple[int, ...]
     opt: tuple[int, ...]
@@ -236,10 +236,9 @@ class ShapeRange:
                 f"profile shapes must have one rank, got {self.min}, {self.opt}, {self.max}"
             )
         for lo, mid, hi in zip(self.min, self.opt, self.max, strict=True):
-            if not 0 <= lo <= mid <= hi or hi < 1:
+            if not 0 <= lo <= mid <= hi:
                 raise ValueError(
-                    "profile needs 0 <= min <= opt <= max and max >= 1 per dimension, got "
-                    f"{self.min}, {self.opt}, {self.max}"
+                    f"profile needs 0 <= min <= opt <= max per dimension, got {self.min}, {self.opt}, {self.max}"
                 )
 
     @property
@@ -302,10 +301,8 @@ class ProfileLimits:
             ("points", 0, self.opt_points, self.max_points),
             ("masks", 1, self.opt_masks, contract.NUM_MASK_OUTPUTS),
         ):
-            if not lo <= opt <= hi or hi < 1:
-                raise ValueError(
-                    f"need {lo} <= opt_{name} <= max_{name} and max_{name} >= 1, got opt {opt}, max {hi}"
-                )
+            if not lo <= opt <= hi:
+                raise ValueError(f"need {lo} <= opt_{name} <= max_{name}, got opt {opt}, max {hi}")
 
     def ranges(self) -> dict[str, tuple[int, int, int]]:
         """(min, opt, max) by symbolic dimension name (see DIMENSIONS)."""
@@ -880,7 +877,7 @@ class TensorRTBackend(Backend):
         import tensorrt as trt
 
         self._device = device
-        self._activate()
+        self._set_device()
         self._messages = TrtMessages()
         self._logger = make_logger(self._messages)
         self._runtime: trt.Runtime = trt.Runtime(self._logger)
@@ -944,9 +941,15 @@ class TensorRTBackend(Backend):
 
     # -- lanes -----------------------------------------------------------------------------
 
-    def _activate(self) -> None:
+    def _set_device(self) -> None:
         # The CUDA device is per thread; every entry point may be a new thread.
         cuda_call(self._cudart, "cudaSetDevice", self._cudart.cudaSetDevice(self._device))
+
+    def _activate(self) -> None:
+        # Nothing is allocated for a closed backend (a lane would refuse it later anyway).
+        if self._closed:
+            raise BackendClosedError(f"{self.name} was closed")
+        self._set_device()
 
     @contextmanager
     def _lane(self) -> Iterator[_Lane]:
@@ -1004,7 +1007,7 @@ class TensorRTBackend(Backend):
                 self._cond.wait()
             lanes, self._lanes_idle = self._lanes_idle, []
             self._lanes_total = 0
-        self._activate()
+        self._set_device()
         for lane in lanes:
             lane.close()
         # Engines before the runtime that deserialized them.
