@@ -585,6 +585,7 @@ class _EmulatedContext:
         return tuple(d if isinstance(d, int) else dims.get(d, -1) for d in spec.shape)
 
     def set_tensor_address(self, name: str, ptr: int) -> bool:
+        assert ptr % 256 == 0, f"{name} at {ptr:#x}: TensorRT's I/O addresses are 256-byte aligned"
         self.addresses[name] = ptr
         return True
 
@@ -1217,6 +1218,26 @@ def test_emulated_backend_binds_device_tensors_in_place(
     assert out[PROMPT_TOKENS].buffer is not out[MASK_WEIGHTS].buffer
     assert ours.nbytes(out[PROMPT_TOKENS]) == 3 * 4096 * 256 * 4
     assert sum(ours.nbytes(t) for t in side.values()) == (4096 * 256 + 3 * 8 * 4096 * 16) * 4
+    # A view that starts off TensorRT's alignment is read through the lane's buffer.
+    host_tokens = np.random.default_rng(1).standard_normal((2, 4096, 256)).astype(np.float32)
+    tokens = ours.from_numpy(host_tokens)
+    odd = DeviceTensor(tokens.buffer, 4, (1, 4096, 256), tokens.dtype)
+    weights = np.ones((1, 1, 32), np.float32)
+    (masks,) = ours.run(
+        DECODER_MASKS, {PROMPT_TOKENS: odd, MASK_WEIGHTS: weights}, (LOW_RES,), to_host=(LOW_RES,)
+    ).values()
+    shifted = host_tokens.reshape(-1)[1 : 1 + 4096 * 256].reshape(1, 4096, 256)
+    (want,) = (
+        _reference(engine_dir)
+        .run(
+            DECODER_MASKS,
+            {PROMPT_TOKENS: shifted, MASK_WEIGHTS: weights},
+            (LOW_RES,),
+            to_host=(LOW_RES,),
+        )
+        .values()
+    )
+    np.testing.assert_allclose(masks, want, rtol=1e-5, atol=1e-5)
     # Only the outputs asked for come back.
     (only,) = ours.run(DECODER_PROMPTS, {**side, **prompts}, (IOU,), to_host=(IOU,)).values()
     np.testing.assert_array_equal(only, out[IOU])

@@ -98,6 +98,10 @@ _INSTALL_CUDA: Final = (
     "install it with `pip install cuda-python` (the CUDA major version TensorRT was built for)"
 )
 
+# TensorRT's I/O addresses must be aligned like cudaMalloc's.
+_ALIGNMENT: Final = 256
+_D2D: Final = "cudaMemcpyDeviceToDevice"
+
 # numpy dtypes of the TensorRT data types an engine's I/O may have, by DataType.name.
 _NUMPY_DTYPES: Final[Mapping[str, npt.DTypeLike]] = {
     "FLOAT": np.float32,
@@ -1190,9 +1194,15 @@ class TensorRTBackend(Backend):
                     self._set_shape(context, role, name, array.shape)
                     self._bind(context, name, buffer.ptr)
                 for name, tensor in device.items():
-                    # Read in place: no copy.
+                    # Read in place: no copy, unless a view starts where TensorRT cannot
+                    # read (its I/O addresses are 256-byte aligned, as cudaMalloc's are).
+                    ptr = tensor.ptr
+                    if ptr % _ALIGNMENT:
+                        buffer = lane.buffer(role, name)
+                        self._copy(lane, buffer.ptr, ptr, tensor.nbytes, _D2D, name)
+                        ptr = buffer.ptr
                     self._set_shape(context, role, name, tensor.shape)
-                    self._bind(context, name, tensor.ptr)
+                    self._bind(context, name, ptr)
                 downloads: list[tuple[str, DeviceBuffer, npt.NDArray[Any]]] = []
                 for name, tensor_io in io.items():
                     if tensor_io.is_input:
@@ -1290,7 +1300,7 @@ class TensorRTBackend(Backend):
                             buffer.ptr + position * row,
                             source.ptr + first * row,
                             length * row,
-                            "cudaMemcpyDeviceToDevice",
+                            _D2D,
                             "take",
                         )
                     assert lane.stream is not None
