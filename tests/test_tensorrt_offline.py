@@ -953,6 +953,21 @@ def test_build_without_tensorrt(engine_dir: Path, monkeypatch: pytest.MonkeyPatc
     assert main([str(engine_dir)]) == 1
     with pytest.raises(EngineDirError, match="no fp16 encoder"):
         build_engines(engine_dir, precision="fp16")
+    assert main([str(engine_dir), "--role", DECODER_MASKS, "--max-points", "0"]) == 1
+    with pytest.raises(ValueError, match="roles must be some of"):
+        build_engines(engine_dir, roles=("decoder",))
+    with pytest.raises(SystemExit):
+        main([str(engine_dir), "--role", "decoder"])
+    # Profiles come from the manifest before TensorRT is needed: a dimension without a range
+    # is refused first.
+    manifest = load_manifest(engine_dir)
+    variant = dict(manifest.variants["fp32"])
+    odd = TensorSpec(contract.ENCODER_INPUT, "float32", ("B", 3, "H", "W"))
+    variant[ENCODER] = replace(variant[ENCODER], inputs=(odd,))
+    write_manifest(engine_dir, replace(manifest, variants={"fp32": variant}))
+    with pytest.raises(ValueError, match=r"dimension 'H'"):
+        build_engines(engine_dir)
+    assert main([str(engine_dir)]) == 1
 
 
 def test_importing_samrt_imports_neither_tensorrt_nor_cuda() -> None:
@@ -1333,6 +1348,27 @@ def test_emulated_backend_refuses_what_its_engines_cannot_take(
         ours.run(DECODER_IMAGE, {contract.ENCODER_OUTPUT: wide}, contract.DECODER_IMAGE_OUTPUTS)
     with pytest.raises(TypeError, match="DeviceTensors it made"):
         ours.to_numpy([1.0])
+
+
+def test_emulated_backend_refuses_a_record_that_does_not_fit_the_manifest(
+    engine_dir: Path, emulated: _EmulatedCuda
+) -> None:
+    manifest = load_manifest(engine_dir)
+    records = engine_records(manifest)
+    name = engine_file_name(DECODER_PROMPTS, "fp32", H100, TRT)
+    profiles = dict(records[name].profiles)
+    profiles["point_labels"] = ShapeRange((1,), (1,), (8,))
+    records[name] = replace(records[name], profiles=profiles)
+    manifest = with_engine_records(manifest, records)
+    with pytest.raises(
+        EngineDirError, match="profile for point_labels .* does not fit.*samrt build"
+    ):
+        trt_backend.TensorRTBackend(engine_dir, manifest, roles=contract.ROLES)
+    # Only the graphs asked for are loaded.
+    ours = trt_backend.TensorRTBackend(engine_dir, manifest, roles=(ENCODER, DECODER_IMAGE))
+    with pytest.raises(ValueError, match="no decoder_prompts engine .*encoder, decoder_image"):
+        ours.run(DECODER_PROMPTS, {}, ())
+    assert ours.prompts_per_run == trt_backend.DEFAULT_LIMITS.max_prompts
 
 
 def test_emulated_backend_converts_to_and_from_the_engines_io_types(

@@ -1136,11 +1136,9 @@ class TensorRTBackend(Backend):
         to_host: Collection[str] = (),
     ) -> dict[str, Tensor]:
         if role not in self._engines:
-            if self._closed and role in getattr(self, "roles", ()):
+            if self._closed and role in self.roles:
                 raise BackendClosedError(f"{self.name} was closed")
-            raise ValueError(
-                f"this backend has no {role} engine (it has {', '.join(getattr(self, 'roles', ()))})"
-            )
+            raise ValueError(f"this backend has no {role} engine (it has {', '.join(self.roles)})")
         io = self._io[role]
         specs_in, specs_out = self._inputs[role], self._outputs[role]
         unknown = sorted(set(inputs) - set(specs_in))
