@@ -1,8 +1,11 @@
-"""The TensorRT path without TensorRT: profiles, engine naming and lookup, manifest records,
-the hash check before deserialization, missing-package errors and the auto order.
+"""The TensorRT path without TensorRT: profiles from the manifest, engine naming and lookup,
+manifest records, the hash check before deserialization, missing-package errors, the auto
+order, and the backend's data flow on an emulated GPU against ONNX Runtime.
 
-Named for its oracle where there is one: the GPU tests at the end compare the TensorRT
-backend with ONNX Runtime on the CPU; they run only where TensorRT and a GPU are present.
+Named for its oracle where there is one: the emulated engines' results are compared with
+OnnxRuntimeBackend on the same graphs, through Backend.run and through samrt.Predictor;
+the GPU tests at the end compare real TensorRT engines with ONNX Runtime on the CPU and
+run only where TensorRT and a GPU are present.
 """
 
 from __future__ import annotations
@@ -15,23 +18,24 @@ import subprocess
 import sys
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import samrt
 from samrt import contract
 from samrt.backends import BACKEND_NAMES, create_backend
 from samrt.backends import tensorrt as trt_backend
+from samrt.backends.onnxruntime import CPU, OnnxRuntimeBackend
 from samrt.backends.tensorrt import (
+    DeviceTensor,
     EngineRecord,
     GpuInfo,
     ProfileLimits,
     ShapeRange,
-    decoder_profile,
-    encoder_profile,
     engine_file_name,
     engine_records,
     find_engine,
@@ -56,106 +60,174 @@ A100 = GpuInfo("NVIDIA A100-SXM4-40GB", 8, 0)
 L4 = GpuInfo("NVIDIA L4", 8, 9)
 TRT = "10.13.0.35"
 
+ENCODER, DECODER_IMAGE, DECODER_PROMPTS, DECODER_MASKS = contract.ROLES
+IOU, MASK_WEIGHTS, PROMPT_TOKENS = contract.DECODER_PROMPTS_OUTPUTS
+(LOW_RES,) = contract.DECODER_MASKS_OUTPUTS
 
-# -- a tiny engine directory: two small ONNX graphs with SAM's names and shapes ------------------
+
+# -- a tiny engine directory: four small ONNX graphs with the contract's I/O ----------------------
+
+
+def _exporter_specs() -> Mapping[str, Any]:
+    """The exporter's GraphSpecs (names, dtypes, symbolic dims B, P, N, M), so that the
+    synthetic graphs have exactly the interface of an exported model."""
+    graphs = pytest.importorskip("samrt_export.graphs")
+    specs: Mapping[str, Any] = graphs.SPECS
+    return specs
+
+
+def _nodes(role: str) -> tuple[list[Any], list[Any]]:
+    """Trivial arithmetic from a graph's inputs to its outputs, in which every output
+    depends on every input (and each prompt's rows on that prompt's inputs)."""
+    from onnx import helper, numpy_helper
+
+    def const(name: str, value: Any) -> Any:
+        return numpy_helper.from_array(np.asarray(value), name)
+
+    node = helper.make_node
+    dim, tokens = contract.EMBEDDING_DIM, contract.EMBEDDING_SIZE**2
+    heads, head_dim = contract.DECODER_HEADS, contract.DECODER_HEAD_DIM
+    if role == ENCODER:
+        rng = np.random.default_rng(0)
+        weights = [
+            const("w", rng.standard_normal((dim, 3, 1, 1)).astype(np.float32)),
+            const("b", rng.standard_normal(dim).astype(np.float32)),
+        ]
+        return [
+            node("AveragePool", ["image"], ["pooled"], kernel_shape=[16, 16], strides=[16, 16]),
+            node("Conv", ["pooled", "w", "b"], [contract.ENCODER_OUTPUT]),
+        ], weights
+    if role == DECODER_IMAGE:
+        t, k, v, q = contract.DECODER_IMAGE_OUTPUTS
+        half = heads * head_dim
+        return [
+            node("Reshape", [contract.ENCODER_OUTPUT, "flat"], ["flat_emb"]),
+            node("Transpose", ["flat_emb"], ["seq"], perm=[0, 2, 1]),
+            node("Add", ["seq", "one"], [t]),
+            node("Slice", [t, "zero", "half", "two"], ["first"]),
+            node("Slice", [t, "half", "full", "two"], ["second"]),
+            node("Reshape", ["first", "split"], ["first4"]),
+            node("Reshape", ["second", "split"], ["second4"]),
+            node("Transpose", ["first4"], ["h1"], perm=[0, 2, 1, 3]),
+            node("Transpose", ["second4"], ["h2"], perm=[0, 2, 1, 3]),
+            node("Mul", ["h1", "two_f"], [k]),
+            node("Sub", ["h1", "one"], [v]),
+            node("Mul", ["h2", "half_f"], [q]),
+        ], [
+            const("flat", np.array([1, dim, tokens], np.int64)),
+            const("split", np.array([1, tokens, heads, head_dim], np.int64)),
+            const("zero", np.array([0], np.int64)),
+            const("half", np.array([half], np.int64)),
+            const("full", np.array([dim], np.int64)),
+            const("two", np.array([2], np.int64)),
+            const("one", np.float32(1.0)),
+            const("two_f", np.float32(2.0)),
+            const("half_f", np.float32(0.5)),
+        ]
+    if role == DECODER_PROMPTS:
+        t, k, v, q = contract.DECODER_IMAGE_OUTPUTS
+        coords, labels, masks, has_mask = contract.PROMPT_INPUTS
+        rng = np.random.default_rng(1)
+        return [
+            # Sums over N are 0 for prompts without points (N = 0).
+            node("ReduceSum", [coords, "axes12"], ["coord_sum"], keepdims=0),
+            node("ReduceSum", [labels, "axes1"], ["label_sum"], keepdims=0),
+            node("ReduceMean", [masks], ["mask_mean"], axes=[1, 2, 3], keepdims=0),
+            node("Mul", ["mask_mean", has_mask], ["mask_term"]),
+            node("ReduceMean", [k], ["k_mean"], keepdims=0),
+            node("ReduceMean", [v], ["v_mean"], keepdims=0),
+            node("ReduceMean", [q], ["q_mean"], keepdims=0),
+            node("Add", ["k_mean", "v_mean"], ["kv"]),
+            node("Add", ["kv", "q_mean"], ["image_term"]),
+            node("Mul", ["coord_sum", "hundredth"], ["coord_term"]),
+            node("Add", ["coord_term", "label_sum"], ["point_term"]),
+            node("Add", ["point_term", "mask_term"], ["prompt_term"]),
+            node("Add", ["prompt_term", "image_term"], ["score"]),  # [P]
+            node("Unsqueeze", ["score", "axes1"], ["score2"]),  # [P,1]
+            node("Mul", ["score2", "iou_scale"], [IOU]),  # [P,4]
+            node("Unsqueeze", [IOU, "axes2"], ["iou3"]),  # [P,4,1]
+            node("Mul", ["iou3", "weight_basis"], [MASK_WEIGHTS]),  # [P,4,32]
+            node("Unsqueeze", ["score", "axes12"], ["score3"]),  # [P,1,1]
+            node("Mul", [t, "score3"], ["scaled"]),  # [P,4096,256]
+            node("Add", ["scaled", t], [PROMPT_TOKENS]),
+        ], [
+            const("axes1", np.array([1], np.int64)),
+            const("axes2", np.array([2], np.int64)),
+            const("axes12", np.array([1, 2], np.int64)),
+            const("hundredth", np.float32(0.01)),
+            const("iou_scale", np.array([[0.5, 1.0, 1.5, 2.0]], np.float32)),
+            const(
+                "weight_basis",
+                rng.standard_normal(
+                    (1, contract.NUM_MASK_OUTPUTS, contract.MASK_WEIGHT_DIM)
+                ).astype(np.float32),
+            ),
+        ]
+    # decoder_masks: [P,M,32] x [P,32,4096] -> [P,M,64,64], tiled to [P,M,256,256].
+    tokens_in, weights_in = contract.DECODER_MASKS_INPUTS
+    side = contract.EMBEDDING_SIZE
+    repeat = contract.LOW_RES_SIZE // side
+    return [
+        node("Slice", [tokens_in, "zero", "width", "two"], ["narrow"]),
+        node("Transpose", ["narrow"], ["narrow_t"], perm=[0, 2, 1]),
+        node("MatMul", [weights_in, "narrow_t"], ["products"]),
+        node("Reshape", ["products", "grid"], ["grid4"]),
+        node("Tile", ["grid4", "repeats"], [LOW_RES]),
+    ], [
+        const("zero", np.array([0], np.int64)),
+        const("width", np.array([contract.MASK_WEIGHT_DIM], np.int64)),
+        const("two", np.array([2], np.int64)),
+        const("grid", np.array([0, 0, side, side], np.int64)),
+        const("repeats", np.array([1, 1, repeat, repeat], np.int64)),
+    ]
 
 
 def _write_graphs(root: Path) -> None:
-    """Writes encoder.onnx and decoder.onnx: SAM's I/O contract, trivial arithmetic inside."""
+    """Writes the four graphs of contract.GRAPH_FILES, checked against the exporter's own
+    interface check."""
     onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
-    size, dim, emb, low = (
-        contract.IMAGE_SIZE,
-        contract.EMBEDDING_DIM,
-        contract.EMBEDDING_SIZE,
-        contract.LOW_RES_SIZE,
-    )
-    rng = np.random.default_rng(0)
-    weight = numpy_helper.from_array(rng.standard_normal((dim, 3, 1, 1)).astype(np.float32), "w")
-    bias = numpy_helper.from_array(rng.standard_normal(dim).astype(np.float32), "b")
-    encoder = helper.make_graph(
-        [
-            helper.make_node(
-                "AveragePool", ["image"], ["pooled"], kernel_shape=[16, 16], strides=[16, 16]
-            ),
-            helper.make_node("Conv", ["pooled", "w", "b"], [contract.ENCODER_OUTPUT]),
-        ],
-        "encoder",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["B", 3, size, size])],
-        [
-            helper.make_tensor_value_info(
-                contract.ENCODER_OUTPUT, TensorProto.FLOAT, ["B", dim, emb, emb]
-            )
-        ],
-        [weight, bias],
-    )
-    emb_in, coords, labels, masks, has_mask = contract.DECODER_INPUTS
-    iou, low_res = contract.DECODER_OUTPUTS
-    consts = [
-        numpy_helper.from_array(np.array([1, 2], dtype=np.int64), "axes12"),
-        numpy_helper.from_array(np.array([1], dtype=np.int64), "axes1"),
-        numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes23"),
-        numpy_helper.from_array(np.array([1, 2, 3], dtype=np.int64), "axes123"),
-        numpy_helper.from_array(np.array([[0.5, 1.0, 1.5, 2.0]], dtype=np.float32), "scale"),
-    ]
-    decoder = helper.make_graph(
-        [
-            helper.make_node("ReduceMean", [emb_in], ["emb_mean"], keepdims=0),
-            helper.make_node("ReduceSum", [coords, "axes12"], ["coord_sum"], keepdims=0),  # [P]
-            helper.make_node("ReduceSum", [labels, "axes1"], ["label_sum"], keepdims=0),  # [P]
-            helper.make_node("Add", ["coord_sum", "label_sum"], ["prompt_sum"]),
-            helper.make_node("Add", ["prompt_sum", "emb_mean"], ["score_p"]),
-            helper.make_node("Unsqueeze", ["score_p", "axes1"], ["score"]),  # [P,1]
-            helper.make_node("Mul", ["score", "scale"], [iou]),  # [P,4]
-            helper.make_node("Unsqueeze", [iou, "axes23"], ["iou4"]),  # [P,4,1,1]
-            helper.make_node("Unsqueeze", [has_mask, "axes123"], ["has4"]),  # [P,1,1,1]
-            helper.make_node("Mul", [masks, "has4"], ["masked"]),  # [P,1,256,256]
-            helper.make_node("Add", ["masked", "iou4"], [low_res]),  # [P,4,256,256]
-        ],
-        "decoder",
-        [
-            helper.make_tensor_value_info(emb_in, TensorProto.FLOAT, [1, dim, emb, emb]),
-            helper.make_tensor_value_info(coords, TensorProto.FLOAT, ["P", "N", 2]),
-            helper.make_tensor_value_info(labels, TensorProto.FLOAT, ["P", "N"]),
-            helper.make_tensor_value_info(masks, TensorProto.FLOAT, ["P", 1, low, low]),
-            helper.make_tensor_value_info(has_mask, TensorProto.FLOAT, ["P"]),
-        ],
-        [
-            helper.make_tensor_value_info(iou, TensorProto.FLOAT, ["P", 4]),
-            helper.make_tensor_value_info(low_res, TensorProto.FLOAT, ["P", 4, low, low]),
-        ],
-        consts,
-    )
-    for graph, name in ((encoder, contract.ENCODER_FILE), (decoder, contract.DECODER_FILE)):
+    specs = _exporter_specs()
+    graphs = pytest.importorskip("samrt_export.graphs")
+
+    def value(spec: TensorSpec) -> Any:
+        elem = helper.np_dtype_to_tensor_dtype(np.dtype(spec.dtype))
+        return helper.make_tensor_value_info(spec.name, elem, list(spec.shape))
+
+    for role in contract.ROLES:
+        nodes, initializers = _nodes(role)
+        spec = specs[role]
+        graph = helper.make_graph(
+            nodes,
+            role,
+            [value(t) for t in spec.inputs],
+            [value(t) for t in spec.outputs],
+            initializers,
+        )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8
         onnx.checker.check_model(model, full_check=True)
-        onnx.save(model, str(root / name))
-
-
-def _specs(names: tuple[str, ...]) -> tuple[TensorSpec, ...]:
-    return tuple(TensorSpec(n, "float32", ()) for n in names)
+        path = root / contract.GRAPH_FILES[role]
+        onnx.save(model, str(path))
+        graphs.check_graph_interface(path, spec)
 
 
 def _manifest(root: Path, extra: dict[str, Any] | None = None) -> Manifest:
+    specs = _exporter_specs()
     variant = {
-        "encoder": ModelFile(
-            contract.ENCODER_FILE,
-            sha256_file(root / contract.ENCODER_FILE),
-            _specs((contract.ENCODER_INPUT,)),
-            _specs((contract.ENCODER_OUTPUT,)),
-        ),
-        "decoder": ModelFile(
-            contract.DECODER_FILE,
-            sha256_file(root / contract.DECODER_FILE),
-            _specs(contract.DECODER_INPUTS),
-            _specs(contract.DECODER_OUTPUTS),
-        ),
+        role: ModelFile(
+            contract.GRAPH_FILES[role],
+            sha256_file(root / contract.GRAPH_FILES[role]),
+            specs[role].inputs,
+            specs[role].outputs,
+        )
+        for role in contract.ROLES
     }
     return Manifest(
         format_version=contract.MANIFEST_FORMAT_VERSION,
         samrt_version="0.1.0",
+        family="sam",
         model_type="vit_b",
         model_config={"synthetic": True},
         image_size=contract.IMAGE_SIZE,
@@ -163,7 +235,7 @@ def _manifest(root: Path, extra: dict[str, Any] | None = None) -> Manifest:
         pixel_std=contract.PIXEL_STD,
         mask_threshold=contract.MASK_THRESHOLD,
         opset=17,
-        source={"seed": 0},
+        source={"random_init_seed": 0},
         variants={"fp32": variant},
         extra=dict(extra or {}),
     )
@@ -176,13 +248,17 @@ def graphs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _copy_graphs(graphs_dir: Path, root: Path) -> None:
+    for name in contract.GRAPH_FILES.values():
+        (root / name).write_bytes((graphs_dir / name).read_bytes())
+    write_manifest(root, _manifest(root))
+
+
 @pytest.fixture
 def engine_dir(graphs_dir: Path, tmp_path: Path) -> Path:
     root = tmp_path / "engine"
     root.mkdir()
-    for name in (contract.ENCODER_FILE, contract.DECODER_FILE):
-        (root / name).write_bytes((graphs_dir / name).read_bytes())
-    write_manifest(root, _manifest(root))
+    _copy_graphs(graphs_dir, root)
     return root
 
 
@@ -210,7 +286,7 @@ def _fake_engine(
         gpu=gpu.name,
         compute_capability=gpu.compute_capability,
         tensorrt_version=version,
-        profiles=profiles_for(role, limits or ProfileLimits()),
+        profiles=profiles_for(source, limits or ProfileLimits()),
         workspace_bytes=1 << 30,
         build_seconds=12.5,
         built_at="2026-01-01T00:00:00+00:00",
@@ -221,7 +297,7 @@ def _with_fake_engines(root: Path, *gpus: GpuInfo, version: str = TRT) -> Manife
     manifest = load_manifest(root)
     records = {}
     for gpu in gpus:
-        for role in ("encoder", "decoder"):
+        for role in contract.ROLES:
             record = _fake_engine(
                 root, manifest, role, gpu, f"{role} for {gpu.name}".encode(), version
             )
@@ -231,66 +307,378 @@ def _with_fake_engines(root: Path, *gpus: GpuInfo, version: str = TRT) -> Manife
     return manifest
 
 
-# -- profiles ---------------------------------------------------------------------------------
+# -- profiles: from the manifest's TensorSpecs ---------------------------------------------------
 
 
-def test_encoder_profile() -> None:
-    ((name, shape),) = encoder_profile().items()
-    assert name == "image"
-    assert shape == ShapeRange((1, 3, 1024, 1024), (1, 3, 1024, 1024), (8, 3, 1024, 1024))
-
-
-def test_decoder_profile() -> None:
-    profile = decoder_profile()
-    assert profile == {
-        "image_embeddings": ShapeRange((1, 256, 64, 64), (1, 256, 64, 64), (1, 256, 64, 64)),
-        "point_coords": ShapeRange((1, 1, 2), (64, 2, 2), (256, 16, 2)),
-        "point_labels": ShapeRange((1, 1), (64, 2), (256, 16)),
-        "mask_input": ShapeRange((1, 1, 256, 256), (64, 1, 256, 256), (256, 1, 256, 256)),
-        "has_mask_input": ShapeRange((1,), (64,), (256,)),
+def test_profiles_follow_the_manifests_symbolic_dims(engine_dir: Path) -> None:
+    manifest = load_manifest(engine_dir)
+    size, low = contract.IMAGE_SIZE, contract.LOW_RES_SIZE
+    assert profiles_for(manifest.model(ENCODER)) == {
+        "image": ShapeRange((1, 3, size, size), (1, 3, size, size), (8, 3, size, size))
     }
-    assert profile["image_embeddings"].fixed and not profile["point_coords"].fixed
+    # decoder_image has fixed shapes only.
+    image_side = profiles_for(manifest.model(DECODER_IMAGE))
+    assert all(shape.fixed for shape in image_side.values())
+    prompts = profiles_for(manifest.model(DECODER_PROMPTS))
+    # N (points per prompt) starts at 0: a mask input alone, or no prompt at all.
+    assert prompts["point_coords"] == ShapeRange((1, 0, 2), (64, 2, 2), (256, 16, 2))
+    assert prompts["point_labels"] == ShapeRange((1, 0), (64, 2), (256, 16))
+    assert prompts["mask_input"] == ShapeRange(
+        (1, 1, low, low), (64, 1, low, low), (256, 1, low, low)
+    )
+    assert prompts["has_mask_input"] == ShapeRange((1,), (64,), (256,))
+    tokens = (contract.EMBEDDING_SIZE**2, contract.EMBEDDING_DIM)
+    assert prompts["image_tokens"] == ShapeRange((1, *tokens), (1, *tokens), (1, *tokens))
+    masks = profiles_for(manifest.model(DECODER_MASKS))
+    # M: the single mask, or the three multimask outputs; at most NUM_MASK_OUTPUTS.
+    weights = contract.MASK_WEIGHT_DIM
+    assert masks["mask_weights"] == ShapeRange(
+        (1, 1, weights), (64, 3, weights), (256, contract.NUM_MASK_OUTPUTS, weights)
+    )
+    assert masks["prompt_image_tokens"] == ShapeRange((1, *tokens), (64, *tokens), (256, *tokens))
 
 
-def test_profile_limits_are_configurable() -> None:
-    profile = decoder_profile(
-        ProfileLimits(max_prompts=32, opt_prompts=8, max_points=4, opt_points=1)
+def test_profile_limits_are_configurable(engine_dir: Path) -> None:
+    manifest = load_manifest(engine_dir)
+    limits = ProfileLimits(max_prompts=32, opt_prompts=8, max_points=4, opt_points=1, opt_masks=1)
+    assert profiles_for(manifest.model(DECODER_PROMPTS), limits)["point_coords"] == ShapeRange(
+        (1, 0, 2), (8, 1, 2), (32, 4, 2)
     )
-    assert profile["point_coords"] == ShapeRange((1, 1, 2), (8, 1, 2), (32, 4, 2))
-    assert encoder_profile(ProfileLimits(max_batch=2, opt_batch=2))["image"].opt == (
-        2,
-        3,
-        1024,
-        1024,
-    )
+    assert profiles_for(manifest.model(DECODER_MASKS), limits)["mask_weights"].opt == (8, 1, 32)
+    encoder = profiles_for(manifest.model(ENCODER), ProfileLimits(max_batch=2, opt_batch=2))
+    assert encoder["image"].opt == (2, 3, 1024, 1024)
+
+
+def test_profile_of_an_unknown_dimension(engine_dir: Path) -> None:
+    model = load_manifest(engine_dir).model(DECODER_PROMPTS)
+    odd = replace(model, inputs=(TensorSpec("point_coords", "float32", ("P", "Q", 2)),))
+    with pytest.raises(ValueError, match=r"dimension 'Q'.*samrt export"):
+        profiles_for(odd)
 
 
 @pytest.mark.parametrize(
     "limits",
-    [{"max_batch": 0}, {"opt_batch": 9}, {"opt_prompts": 300}, {"max_points": 1, "opt_points": 2}],
+    [
+        {"max_batch": 0},
+        {"opt_batch": 9},
+        {"opt_prompts": 300},
+        {"max_points": 1, "opt_points": 2},
+        {"opt_points": -1},
+        {"opt_masks": 0},
+        {"opt_masks": contract.NUM_MASK_OUTPUTS + 1},
+    ],
 )
 def test_bad_profile_limits(limits: dict[str, int]) -> None:
     with pytest.raises(ValueError, match="opt_"):
         ProfileLimits(**limits)
 
 
-def test_bad_shape_range() -> None:
+def test_shape_range_allows_empty_dims() -> None:
+    assert ShapeRange((1, 0, 2), (4, 2, 2), (8, 16, 2)).max == (8, 16, 2)
+    assert ShapeRange((0,), (0,), (0,)).fixed
+    # Engines for prompts without points only.
+    assert ProfileLimits(max_points=0, opt_points=0).ranges()["N"] == (0, 0, 0)
     with pytest.raises(ValueError, match="min <= opt <= max"):
         ShapeRange((2,), (1,), (4,))
+    with pytest.raises(ValueError, match="min <= opt"):
+        ShapeRange((-1,), (1,), (1,))
     with pytest.raises(ValueError, match="one rank"):
         ShapeRange((1,), (1, 1), (1,))
 
 
-def test_build_fits_profile_to_static_dimensions() -> None:
+def test_build_fits_profile_to_static_dimensions(engine_dir: Path) -> None:
     from samrt.trt_build import _fit_profile
 
-    wanted = encoder_profile()["image"]
+    wanted = profiles_for(load_manifest(engine_dir).model(ENCODER))["image"]
     assert _fit_profile(wanted, (-1, 3, 1024, 1024)) == wanted
     # A graph exported with a fixed batch of 1 gets an engine for batch 1 only.
     one = (1, 3, 1024, 1024)
     assert _fit_profile(wanted, one) == ShapeRange(one, one, one)
     assert _fit_profile(wanted, (-1, 3, 512, 512)) is None
     assert _fit_profile(wanted, (-1, 3, 1024)) is None
+    # A graph with a fixed number of points (here 0: mask prompts only) fits N's range.
+    coords = profiles_for(load_manifest(engine_dir).model(DECODER_PROMPTS))["point_coords"]
+    assert _fit_profile(coords, (-1, 0, 2)) == ShapeRange((1, 0, 2), (64, 0, 2), (256, 0, 2))
+    assert _fit_profile(coords, (-1, 17, 2)) is None
+
+
+# -- the backend's data flow on an emulated GPU, against ONNX Runtime ------------------------------
+#
+# No GPU here, so cuda-python and TensorRT are replaced by an emulation: device memory is a
+# set of host byte arrays addressed by fake pointers, and an "engine" is its ONNX graph run
+# by ONNX Runtime on whatever the backend bound, in the I/O dtypes the engine declares, as
+# TensorRT would with the shapes set on its context (outputs' shapes from the manifest's
+# symbolic dims, as TensorRT's shape inference would compute them). This checks what the
+# backend does with its buffers: uploads into lane buffers, device tensors bound in place,
+# outputs in their own memory or copied back, row selection on the device, lanes shared
+# between threads, and that every allocation is freed.
+
+_EMULATED = b"emulated-engine:"
+
+
+class _EmulatedCuda:
+    """cuda.bindings.runtime as the backend uses it: (error, value) tuples, fake pointers."""
+
+    class cudaError_t:  # the names cuda-python uses
+        cudaSuccess = 0
+        cudaErrorInvalidValue = 1
+
+    class cudaMemcpyKind:
+        cudaMemcpyHostToDevice = 1
+        cudaMemcpyDeviceToHost = 2
+        cudaMemcpyDeviceToDevice = 3
+
+    cudaStreamNonBlocking = 1
+
+    def __init__(self) -> None:
+        self.allocations: dict[int, bytearray] = {}
+        self.streams: set[int] = set()
+        self.copies: list[tuple[int, int]] = []  # (kind, bytes)
+        self._next = 1 << 20
+        self._lock = threading.Lock()
+
+    def cudaMalloc(self, nbytes: int) -> tuple[int, int]:
+        assert nbytes > 0, "cudaMalloc(0)"
+        with self._lock:
+            ptr = self._next
+            self._next += (nbytes + 511) // 256 * 256
+            self.allocations[ptr] = bytearray(nbytes)
+        return (0, ptr)
+
+    def cudaFree(self, ptr: int) -> tuple[int]:
+        with self._lock:
+            return (0,) if self.allocations.pop(ptr, None) is not None else (1,)
+
+    def memory(self, ptr: int, nbytes: int) -> memoryview:
+        # Like TensorRT, even an empty tensor needs an address inside an allocation.
+        with self._lock:
+            for base, buffer in self.allocations.items():
+                if base <= ptr and ptr + nbytes <= base + len(buffer) and ptr < base + len(buffer):
+                    return memoryview(buffer)[ptr - base : ptr - base + nbytes]
+        raise AssertionError(f"{nbytes} bytes at {ptr:#x} are not inside one allocation")
+
+    def cudaMemcpy(self, dst: int, src: int, nbytes: int, kind: int) -> tuple[int]:
+        with self._lock:
+            self.copies.append((kind, nbytes))
+        if kind == self.cudaMemcpyKind.cudaMemcpyHostToDevice:
+            self.memory(dst, nbytes)[:] = ctypes.string_at(src, nbytes)
+        elif kind == self.cudaMemcpyKind.cudaMemcpyDeviceToHost:
+            ctypes.memmove(dst, bytes(self.memory(src, nbytes)), nbytes)
+        else:
+            assert kind == self.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+            self.memory(dst, nbytes)[:] = bytes(self.memory(src, nbytes))
+        return (0,)
+
+    def cudaMemcpyAsync(
+        self, dst: int, src: int, nbytes: int, kind: int, stream: int
+    ) -> tuple[int]:
+        assert stream in self.streams, "copy on a stream that does not exist"
+        return self.cudaMemcpy(dst, src, nbytes, kind)
+
+    def cudaStreamCreateWithFlags(self, flags: int) -> tuple[int, int]:
+        assert flags == self.cudaStreamNonBlocking
+        with self._lock:
+            stream = len(self.streams) + 1000 + sum(self.streams)
+            self.streams.add(stream)
+        return (0, stream)
+
+    def cudaStreamSynchronize(self, stream: int) -> tuple[int]:
+        return (0,) if stream in self.streams else (1,)
+
+    def cudaStreamDestroy(self, stream: int) -> tuple[int]:
+        with self._lock:
+            self.streams.remove(stream)
+        return (0,)
+
+    def cudaSetDevice(self, device: int) -> tuple[int]:
+        return (0,)
+
+    def cudaGetErrorName(self, error: int) -> tuple[int, bytes]:
+        return (0, b"cudaErrorInvalidValue")
+
+    def cudaGetErrorString(self, error: int) -> tuple[int, bytes]:
+        return (0, b"invalid argument")
+
+
+class _DataType:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class _EmulatedEngine:
+    """A graph as a TensorRT engine built from it would present it."""
+
+    def __init__(
+        self,
+        role: str,
+        device: _EmulatedCuda,
+        graph: Path,
+        model: ModelFile,
+        profile: Mapping[str, ShapeRange],
+        half: frozenset[str],
+    ) -> None:
+        import onnxruntime as ort
+
+        self.role = role
+        self.device = device
+        self.inputs, self.outputs = contract.GRAPH_IO[role]
+        self.specs = {t.name: t for t in (*model.inputs, *model.outputs)}
+        self.profile = profile
+        self.half = half
+        self.session = ort.InferenceSession(str(graph), providers=[CPU])
+        self.contexts: list[_EmulatedContext] = []
+
+    @property
+    def num_io_tensors(self) -> int:
+        return len(self.inputs) + len(self.outputs)
+
+    def get_tensor_name(self, index: int) -> str:
+        return (*self.inputs, *self.outputs)[index]
+
+    def get_tensor_mode(self, name: str) -> str:
+        return "INPUT" if name in self.inputs else "OUTPUT"
+
+    def get_tensor_dtype(self, name: str) -> _DataType:
+        return _DataType("HALF" if name in self.half else "FLOAT")
+
+    def dtype(self, name: str) -> np.dtype[Any]:
+        return np.dtype(np.float16 if name in self.half else np.float32)
+
+    def create_execution_context(self) -> _EmulatedContext:
+        context = _EmulatedContext(self)
+        self.contexts.append(context)
+        return context
+
+
+class _EmulatedContext:
+    def __init__(self, engine: _EmulatedEngine) -> None:
+        self.engine = engine
+        # Static inputs have their shape from the start, dynamic ones once set.
+        self.shapes: dict[str, tuple[int, ...]] = {
+            name: shape.min for name, shape in engine.profile.items() if shape.fixed
+        }
+        self.addresses: dict[str, int] = {}
+        self.busy = threading.Lock()
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        assert name in self.engine.inputs
+        shape = tuple(int(d) for d in shape)
+        profile = self.engine.profile[name]
+        if len(shape) != len(profile.min) or not all(
+            lo <= d <= hi for lo, d, hi in zip(profile.min, shape, profile.max, strict=True)
+        ):
+            return False
+        self.shapes[name] = shape
+        return True
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        spec = self.engine.specs[name]
+        if name in self.engine.inputs:
+            return self.shapes.get(name, tuple(-1 for _ in spec.shape))
+        dims: dict[str, int] = {}
+        for input_name in self.engine.inputs:
+            for want, got in zip(
+                self.engine.specs[input_name].shape, self.shapes.get(input_name, ())
+            ):
+                if isinstance(want, str):
+                    dims[want] = got
+        return tuple(d if isinstance(d, int) else dims.get(d, -1) for d in spec.shape)
+
+    def set_tensor_address(self, name: str, ptr: int) -> bool:
+        assert ptr % 256 == 0, f"{name} at {ptr:#x}: TensorRT's I/O addresses are 256-byte aligned"
+        self.addresses[name] = ptr
+        return True
+
+    def _view(self, name: str) -> np.ndarray:
+        shape = self.get_tensor_shape(name)
+        assert min(shape, default=0) >= 0, f"{name}: shape not set"
+        dtype = self.engine.dtype(name)
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        memory = self.engine.device.memory(self.addresses[name], nbytes)
+        return np.frombuffer(memory, dtype).reshape(shape)
+
+    def execute_async_v3(self, stream: int) -> bool:
+        assert stream in self.engine.device.streams
+        # An execution context runs one inference at a time: two at once is the bug lanes prevent.
+        assert self.busy.acquire(blocking=False), "one execution context used by two calls at once"
+        try:
+            feeds = {name: self._view(name).astype(np.float32) for name in self.engine.inputs}
+            produced = self.engine.session.run(list(self.engine.outputs), feeds)
+            for name, value in zip(self.engine.outputs, produced, strict=True):
+                out = self._view(name)
+                assert out.shape == value.shape, (name, out.shape, value.shape)
+                out[...] = value.astype(out.dtype)
+        finally:
+            self.busy.release()
+        return True
+
+
+class _FakeTensorRT(types.ModuleType):
+    """Just enough of `tensorrt` to reach deserialization, recording what it is given; with
+    an emulated device, it deserializes emulated engines."""
+
+    def __init__(self) -> None:
+        super().__init__("tensorrt")
+        self.__version__ = TRT
+        self.deserialized: list[bytes] = []
+        self.device: _EmulatedCuda | None = None
+        self.engine_dir: Path | None = None
+        self.half: frozenset[str] = frozenset()
+        self.engines: list[_EmulatedEngine] = []
+        fake = self
+
+        class ILogger:
+            class Severity:
+                INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
+
+            def __init__(self) -> None:
+                pass
+
+        class Runtime:
+            def __init__(self, logger: Any) -> None:
+                self.logger = logger
+
+            def deserialize_cuda_engine(self, data: bytes) -> Any:
+                # Records the bytes; like TensorRT, returns None for bytes it cannot load.
+                fake.deserialized.append(bytes(data))
+                if fake.device is None or not bytes(data).startswith(_EMULATED):
+                    return None
+                return fake.emulated_engine(bytes(data).removeprefix(_EMULATED).decode())
+
+        class TensorIOMode:
+            INPUT, OUTPUT = "INPUT", "OUTPUT"
+
+        self.ILogger = ILogger
+        self.Runtime = Runtime
+        self.TensorIOMode = TensorIOMode
+
+    def emulated_engine(self, role: str) -> _EmulatedEngine:
+        assert self.device is not None and self.engine_dir is not None
+        manifest = load_manifest(self.engine_dir, verify=False)
+        model = manifest.model(role)
+        (record,) = (r for r in engine_records(manifest).values() if r.role == role)
+        engine = _EmulatedEngine(
+            role, self.device, self.engine_dir / model.file, model, record.profiles, self.half
+        )
+        self.engines.append(engine)
+        return engine
+
+    def engine(self, role: str) -> _EmulatedEngine:
+        (engine,) = (e for e in self.engines if e.role == role)
+        return engine
+
+
+@pytest.fixture
+def fake_machine(monkeypatch: pytest.MonkeyPatch) -> _FakeTensorRT:
+    """An H100 with TensorRT 10.13 as far as the backend can tell, without either."""
+    fake = _FakeTensorRT()
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    cudart = types.SimpleNamespace(
+        cudaError_t=types.SimpleNamespace(cudaSuccess=0), cudaSetDevice=lambda device: (0,)
+    )
+    monkeypatch.setattr(trt_backend, "require_cuda", lambda: cudart)
+    monkeypatch.setattr(trt_backend, "current_gpu", lambda device=0: H100)
+    return fake
 
 
 # -- engine names and lookup ---------------------------------------------------------------------
@@ -302,8 +690,8 @@ def test_engine_file_name() -> None:
         == "encoder.fp32.NVIDIA_H100_80GB_HBM3.sm90.trt10.13.0.engine"
     )
     assert (
-        engine_file_name("decoder", "fp16", L4, "11.0.1.4")
-        == "decoder.fp16.NVIDIA_L4.sm89.trt11.0.1.engine"
+        engine_file_name("decoder_prompts", "fp16", L4, "11.0.1.4")
+        == "decoder_prompts.fp16.NVIDIA_L4.sm89.trt11.0.1.engine"
     )
     assert timing_cache_file_name(A100, TRT) == "timing.NVIDIA_A100_SXM4_40GB.sm80.trt10.13.0.cache"
 
@@ -319,9 +707,9 @@ def test_engine_file_name_is_sanitized() -> None:
 
 def test_find_engine_picks_this_machines_engine(engine_dir: Path) -> None:
     manifest = _with_fake_engines(engine_dir, H100, A100)
-    path, record = find_engine(engine_dir, manifest, "decoder", "fp32", A100, TRT)
-    assert path == engine_dir / "decoder.fp32.NVIDIA_A100_SXM4_40GB.sm80.trt10.13.0.engine"
-    assert record.gpu == A100.name and record.role == "decoder"
+    path, record = find_engine(engine_dir, manifest, "decoder_prompts", "fp32", A100, TRT)
+    assert path == engine_dir / "decoder_prompts.fp32.NVIDIA_A100_SXM4_40GB.sm80.trt10.13.0.engine"
+    assert record.gpu == A100.name and record.role == "decoder_prompts"
     path, _ = find_engine(engine_dir, manifest, "encoder", "fp32", H100, TRT)
     assert path.name == "encoder.fp32.NVIDIA_H100_80GB_HBM3.sm90.trt10.13.0.engine"
 
@@ -352,23 +740,27 @@ def test_no_engines_at_all(engine_dir: Path) -> None:
 
 def test_missing_engine_file(engine_dir: Path) -> None:
     manifest = _with_fake_engines(engine_dir, H100)
-    (engine_dir / engine_file_name("decoder", "fp32", H100, TRT)).unlink()
-    with pytest.raises(EngineDirError, match="decoder.fp32.*is missing.*samrt build"):
-        find_engine(engine_dir, manifest, "decoder", "fp32", H100, TRT)
+    (engine_dir / engine_file_name("decoder_prompts", "fp32", H100, TRT)).unlink()
+    with pytest.raises(EngineDirError, match="decoder_prompts.fp32.*is missing.*samrt build"):
+        find_engine(engine_dir, manifest, "decoder_prompts", "fp32", H100, TRT)
 
 
 def test_engine_built_from_another_export(engine_dir: Path) -> None:
     manifest = _with_fake_engines(engine_dir, H100)
-    (engine_dir / contract.DECODER_FILE).write_bytes(b"re-exported")
+    (engine_dir / contract.DECODER_PROMPTS_FILE).write_bytes(b"re-exported")
     variants = dict(manifest.variants)
-    old = variants["fp32"]["decoder"]
+    old = variants["fp32"]["decoder_prompts"]
     variants["fp32"] = {
         **variants["fp32"],
-        "decoder": ModelFile(old.file, sha256_file(engine_dir / old.file), old.inputs, old.outputs),
+        "decoder_prompts": ModelFile(
+            old.file, sha256_file(engine_dir / old.file), old.inputs, old.outputs
+        ),
     }
     reexported = replace(manifest, variants=variants)
-    with pytest.raises(EngineDirError, match="built from another decoder export.*samrt build"):
-        find_engine(engine_dir, reexported, "decoder", "fp32", H100, TRT)
+    with pytest.raises(
+        EngineDirError, match="built from another decoder_prompts export.*samrt build"
+    ):
+        find_engine(engine_dir, reexported, "decoder_prompts", "fp32", H100, TRT)
     find_engine(engine_dir, reexported, "encoder", "fp32", H100, TRT)
 
 
@@ -396,7 +788,7 @@ def test_records_round_trip_through_manifest_json(engine_dir: Path) -> None:
     manifest = load_manifest(engine_dir)
     manifest = replace(manifest, extra={"other_tool": {"kept": True}})
     records = {}
-    for role in ("encoder", "decoder"):
+    for role in contract.ROLES:
         record = _fake_engine(engine_dir, manifest, role, H100, b"engine " + role.encode())
         records[record.file] = record
     write_manifest(engine_dir, with_engine_records(manifest, records))
@@ -460,71 +852,18 @@ def test_engine_with_a_wrong_hash_is_refused(engine_dir: Path) -> None:
     assert path.name in str(info.value)
 
 
-class _FakeTensorRT(types.ModuleType):
-    """Just enough of `tensorrt` to reach deserialization, recording what it is given."""
-
-    def __init__(self) -> None:
-        super().__init__("tensorrt")
-        self.__version__ = TRT
-        self.deserialized: list[bytes] = []
-        fake = self
-
-        class ILogger:
-            class Severity:
-                INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
-
-            def __init__(self) -> None:
-                pass
-
-        class Runtime:
-            def __init__(self, logger: Any) -> None:
-                self.logger = logger
-
-            def deserialize_cuda_engine(self, data: bytes) -> Any:
-                # Records the bytes; like TensorRT, returns None for bytes it cannot load.
-                fake.deserialized.append(bytes(data))
-                role = bytes(data).removeprefix(_EMULATED).decode()
-                if fake.device is None or not bytes(data).startswith(_EMULATED):
-                    return None
-                engine = _EmulatedEngine(role, fake.device)
-                fake.engines.append(engine)
-                return engine
-
-        class TensorIOMode:
-            INPUT, OUTPUT = "INPUT", "OUTPUT"
-
-        self.ILogger = ILogger
-        self.Runtime = Runtime
-        self.TensorIOMode = TensorIOMode
-        self.device: _EmulatedCuda | None = None
-        self.engines: list[_EmulatedEngine] = []
-
-
-@pytest.fixture
-def fake_machine(monkeypatch: pytest.MonkeyPatch) -> _FakeTensorRT:
-    """An H100 with TensorRT 10.13 as far as the backend can tell, without either."""
-    fake = _FakeTensorRT()
-    monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    cudart = types.SimpleNamespace(
-        cudaError_t=types.SimpleNamespace(cudaSuccess=0), cudaSetDevice=lambda device: (0,)
-    )
-    monkeypatch.setattr(trt_backend, "require_cuda", lambda: cudart)
-    monkeypatch.setattr(trt_backend, "current_gpu", lambda device=0: H100)
-    return fake
-
-
 def test_backend_refuses_tampered_engine_before_deserializing(
     engine_dir: Path, fake_machine: _FakeTensorRT
 ) -> None:
     manifest = _with_fake_engines(engine_dir, H100)
-    (engine_dir / engine_file_name("decoder", "fp32", H100, TRT)).write_bytes(
+    (engine_dir / engine_file_name("decoder_prompts", "fp32", H100, TRT)).write_bytes(
         b"not what samrt build wrote"
     )
     with pytest.raises(
         EngineDirError,
-        match="decoder.fp32.NVIDIA_H100_80GB_HBM3.sm90.trt10.13.0.engine has sha256.*samrt build",
+        match="decoder_prompts.fp32.NVIDIA_H100_80GB_HBM3.sm90.trt10.13.0.engine has sha256.*samrt build",
     ):
-        create_backend(engine_dir, manifest, "tensorrt")
+        create_backend(engine_dir, manifest, "tensorrt", roles=contract.ROLES)
     # Not even the untampered encoder was handed to TensorRT.
     assert fake_machine.deserialized == []
 
@@ -535,7 +874,7 @@ def test_backend_deserializes_exactly_the_verified_bytes(
     # The control for the test above: with intact engines, deserialization is reached.
     manifest = _with_fake_engines(engine_dir, H100)
     with pytest.raises(EngineDirError, match="TensorRT could not load .*encoder.*samrt build"):
-        create_backend(engine_dir, manifest, "tensorrt")
+        create_backend(engine_dir, manifest, "tensorrt", roles=contract.ROLES)
     assert fake_machine.deserialized == [b"encoder for NVIDIA H100 80GB HBM3"]
 
 
@@ -546,7 +885,7 @@ def test_backend_without_engines_for_this_gpu(
     with pytest.raises(
         EngineDirError, match="no TensorRT fp32 encoder engine for NVIDIA H100.*samrt build"
     ):
-        create_backend(engine_dir, manifest, "tensorrt")
+        create_backend(engine_dir, manifest, "tensorrt", roles=contract.ROLES)
     assert fake_machine.deserialized == []
 
 
@@ -562,14 +901,14 @@ def test_tensorrt_not_installed(engine_dir: Path, monkeypatch: pytest.MonkeyPatc
     with pytest.raises(
         BackendUnavailableError, match=r"tensorrt package cannot be imported.*pip install tensorrt"
     ):
-        create_backend(engine_dir, load_manifest(engine_dir), "tensorrt")
+        create_backend(engine_dir, load_manifest(engine_dir), "tensorrt", roles=contract.ROLES)
 
 
 def test_only_tensorrt_stubs_installed(engine_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # tensorrt-stubs leaves a tensorrt/ folder of .pyi files, which imports as an empty package.
     monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
     with pytest.raises(BackendUnavailableError, match=r"only type stubs.*pip install tensorrt"):
-        create_backend(engine_dir, load_manifest(engine_dir), "tensorrt")
+        create_backend(engine_dir, load_manifest(engine_dir), "tensorrt", roles=contract.ROLES)
 
 
 def test_tensorrt_too_old(engine_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -579,7 +918,7 @@ def test_tensorrt_too_old(engine_dir: Path, monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(
         BackendUnavailableError, match=r"TensorRT 8.6.1 is too old.*pip install -U tensorrt"
     ):
-        create_backend(engine_dir, load_manifest(engine_dir), "tensorrt")
+        create_backend(engine_dir, load_manifest(engine_dir), "tensorrt", roles=contract.ROLES)
 
 
 def test_cuda_python_not_installed(engine_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -589,7 +928,7 @@ def test_cuda_python_not_installed(engine_dir: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(
         BackendUnavailableError, match=r"cuda-python cannot be imported.*pip install cuda-python"
     ):
-        create_backend(engine_dir, load_manifest(engine_dir), "tensorrt")
+        create_backend(engine_dir, load_manifest(engine_dir), "tensorrt", roles=contract.ROLES)
 
 
 def test_no_gpu(engine_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -602,7 +941,7 @@ def test_no_gpu(engine_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     )
     monkeypatch.setattr(trt_backend, "require_cuda", lambda: failing)
     with pytest.raises(BackendUnavailableError, match="no usable CUDA GPU.*cudaErrorNoDevice"):
-        create_backend(engine_dir, load_manifest(engine_dir), "tensorrt")
+        create_backend(engine_dir, load_manifest(engine_dir), "tensorrt", roles=contract.ROLES)
 
 
 def test_build_without_tensorrt(engine_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -614,6 +953,21 @@ def test_build_without_tensorrt(engine_dir: Path, monkeypatch: pytest.MonkeyPatc
     assert main([str(engine_dir)]) == 1
     with pytest.raises(EngineDirError, match="no fp16 encoder"):
         build_engines(engine_dir, precision="fp16")
+    assert main([str(engine_dir), "--role", DECODER_MASKS, "--max-points", "0"]) == 1
+    with pytest.raises(ValueError, match="roles must be some of"):
+        build_engines(engine_dir, roles=("decoder",))
+    with pytest.raises(SystemExit):
+        main([str(engine_dir), "--role", "decoder"])
+    # Profiles come from the manifest before TensorRT is needed: a dimension without a range
+    # is refused first.
+    manifest = load_manifest(engine_dir)
+    variant = dict(manifest.variants["fp32"])
+    odd = TensorSpec(contract.ENCODER_INPUT, "float32", ("B", 3, "H", "W"))
+    variant[ENCODER] = replace(variant[ENCODER], inputs=(odd,))
+    write_manifest(engine_dir, replace(manifest, variants={"fp32": variant}))
+    with pytest.raises(ValueError, match=r"dimension 'H'"):
+        build_engines(engine_dir)
+    assert main([str(engine_dir)]) == 1
 
 
 def test_importing_samrt_imports_neither_tensorrt_nor_cuda() -> None:
@@ -630,7 +984,9 @@ def test_importing_samrt_imports_neither_tensorrt_nor_cuda() -> None:
 
 def _auto(engine_dir: Path, caplog: pytest.LogCaptureFixture) -> str:
     with caplog.at_level(logging.INFO, logger="samrt"):
-        backend = create_backend(engine_dir, load_manifest(engine_dir), "auto")
+        backend = create_backend(
+            engine_dir, load_manifest(engine_dir), "auto", roles=contract.ROLES
+        )
     assert backend.name.startswith("onnxruntime")
     (line,) = [
         r.getMessage() for r in caplog.records if r.getMessage().startswith("samrt backend:")
@@ -694,311 +1050,534 @@ def test_auto_skips_tampered_engines(
     assert fake_machine.deserialized == []
 
 
-# -- the backend's data flow on an emulated GPU, against ONNX Runtime ------------------------------
-#
-# No GPU here, so cuda-python and TensorRT are replaced by an emulation: device memory is a
-# set of host byte arrays addressed by fake pointers, and the "engines" compute the tiny
-# graphs' function in numpy on whatever the backend bound. This checks what the backend
-# does with its buffers: chunking, offsets into the embedding, binding, copies back,
-# lanes shared between threads, and that every allocation is freed.
+# -- the emulated backend's results against ONNX Runtime ---------------------------------------------
 
-_EMULATED = b"emulated-engine:"
+SMALL = ProfileLimits(max_batch=2, max_prompts=8, opt_prompts=4, max_points=4)
 
 
-class _EmulatedCuda:
-    """cuda.bindings.runtime as the backend uses it: (error, value) tuples, fake pointers."""
-
-    class cudaError_t:  # the names cuda-python uses
-        cudaSuccess = 0
-        cudaErrorInvalidValue = 1
-
-    class cudaMemcpyKind:
-        cudaMemcpyHostToDevice = 1
-        cudaMemcpyDeviceToHost = 2
-
-    cudaStreamNonBlocking = 1
-
-    def __init__(self) -> None:
-        self.allocations: dict[int, bytearray] = {}
-        self.streams: set[int] = set()
-        self._next = 1 << 20
-        self._lock = threading.Lock()
-
-    def cudaMalloc(self, nbytes: int) -> tuple[int, int]:
-        with self._lock:
-            ptr = self._next
-            self._next += (nbytes + 511) // 256 * 256
-            self.allocations[ptr] = bytearray(nbytes)
-        return (0, ptr)
-
-    def cudaFree(self, ptr: int) -> tuple[int]:
-        with self._lock:
-            return (0,) if self.allocations.pop(ptr, None) is not None else (1,)
-
-    def memory(self, ptr: int, nbytes: int) -> memoryview:
-        with self._lock:
-            for base, buffer in self.allocations.items():
-                if base <= ptr and ptr + nbytes <= base + len(buffer):
-                    return memoryview(buffer)[ptr - base : ptr - base + nbytes]
-        raise AssertionError(f"{nbytes} bytes at {ptr:#x} are not inside one allocation")
-
-    def cudaMemcpy(self, dst: int, src: int, nbytes: int, kind: int) -> tuple[int]:
-        if kind == self.cudaMemcpyKind.cudaMemcpyHostToDevice:
-            self.memory(dst, nbytes)[:] = ctypes.string_at(src, nbytes)
-        else:
-            ctypes.memmove(dst, bytes(self.memory(src, nbytes)), nbytes)
-        return (0,)
-
-    def cudaMemcpyAsync(
-        self, dst: int, src: int, nbytes: int, kind: int, stream: int
-    ) -> tuple[int]:
-        assert stream in self.streams, "copy on a stream that does not exist"
-        return self.cudaMemcpy(dst, src, nbytes, kind)
-
-    def cudaStreamCreateWithFlags(self, flags: int) -> tuple[int, int]:
-        assert flags == self.cudaStreamNonBlocking
-        with self._lock:
-            stream = len(self.streams) + 1000 + sum(self.streams)
-            self.streams.add(stream)
-        return (0, stream)
-
-    def cudaStreamSynchronize(self, stream: int) -> tuple[int]:
-        return (0,) if stream in self.streams else (1,)
-
-    def cudaStreamDestroy(self, stream: int) -> tuple[int]:
-        with self._lock:
-            self.streams.remove(stream)
-        return (0,)
-
-    def cudaSetDevice(self, device: int) -> tuple[int]:
-        return (0,)
-
-    def cudaGetErrorName(self, error: int) -> tuple[int, bytes]:
-        return (0, b"cudaErrorInvalidValue")
-
-    def cudaGetErrorString(self, error: int) -> tuple[int, bytes]:
-        return (0, b"invalid argument")
-
-
-class _Float32:
-    name = "FLOAT"
-
-
-def _tiny_weights() -> tuple[np.ndarray, np.ndarray]:
-    """The encoder weights _write_graphs uses (same seed, same draws)."""
-    rng = np.random.default_rng(0)
-    weight = rng.standard_normal((contract.EMBEDDING_DIM, 3, 1, 1)).astype(np.float32)
-    return weight[:, :, 0, 0], rng.standard_normal(contract.EMBEDDING_DIM).astype(np.float32)
-
-
-class _EmulatedEngine:
-    """The tiny graphs as a TensorRT engine would present them."""
-
-    def __init__(self, role: str, device: _EmulatedCuda) -> None:
-        self.role = role
-        self.device = device
-        if role == "encoder":
-            self.inputs: tuple[str, ...] = (contract.ENCODER_INPUT,)
-            self.outputs: tuple[str, ...] = (contract.ENCODER_OUTPUT,)
-        else:
-            self.inputs, self.outputs = contract.DECODER_INPUTS, contract.DECODER_OUTPUTS
-        self.contexts_created = 0
-
-    @property
-    def num_io_tensors(self) -> int:
-        return len(self.inputs) + len(self.outputs)
-
-    def get_tensor_name(self, index: int) -> str:
-        return (*self.inputs, *self.outputs)[index]
-
-    def get_tensor_mode(self, name: str) -> str:
-        return "INPUT" if name in self.inputs else "OUTPUT"
-
-    def get_tensor_dtype(self, name: str) -> _Float32:
-        return _Float32()
-
-    def create_execution_context(self) -> _EmulatedContext:
-        self.contexts_created += 1
-        return _EmulatedContext(self)
-
-
-class _EmulatedContext:
-    def __init__(self, engine: _EmulatedEngine) -> None:
-        self.engine = engine
-        self.shapes: dict[str, tuple[int, ...]] = {}
-        self.addresses: dict[str, int] = {}
-        self.busy = threading.Lock()
-
-    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
-        assert name in self.engine.inputs
-        self.shapes[name] = tuple(int(d) for d in shape)
-        return True
-
-    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
-        if name in self.engine.inputs:
-            return self.shapes[name]
-        low = contract.LOW_RES_SIZE
-        if name == contract.ENCODER_OUTPUT:
-            batch = self.shapes[contract.ENCODER_INPUT][0]
-            return (batch, contract.EMBEDDING_DIM, contract.EMBEDDING_SIZE, contract.EMBEDDING_SIZE)
-        prompts = self.shapes[contract.DECODER_INPUTS[1]][0]
-        return (prompts, 4) if name == contract.DECODER_OUTPUTS[0] else (prompts, 4, low, low)
-
-    def set_tensor_address(self, name: str, ptr: int) -> bool:
-        self.addresses[name] = ptr
-        return True
-
-    def _tensor(self, name: str) -> np.ndarray:
-        shape = self.get_tensor_shape(name)
-        nbytes = int(np.prod(shape)) * 4
-        return np.frombuffer(
-            self.engine.device.memory(self.addresses[name], nbytes), np.float32
-        ).reshape(shape)
-
-    def execute_async_v3(self, stream: int) -> bool:
-        assert stream in self.engine.device.streams
-        # An execution context runs one inference at a time: two at once is the bug lanes prevent.
-        assert self.busy.acquire(blocking=False), "one execution context used by two calls at once"
-        try:
-            if self.engine.role == "encoder":
-                image = self._tensor(contract.ENCODER_INPUT)
-                b, c, h, w = image.shape
-                pooled = image.reshape(b, c, h // 16, 16, w // 16, 16).mean(axis=(3, 5))
-                weight, bias = _tiny_weights()
-                self._tensor(contract.ENCODER_OUTPUT)[...] = (
-                    np.einsum("oc,bchw->bohw", weight, pooled) + bias[None, :, None, None]
-                )
-            else:
-                emb, coords, labels, masks, has_mask = (
-                    self._tensor(n) for n in contract.DECODER_INPUTS
-                )
-                score = coords.sum(axis=(1, 2)) + labels.sum(axis=1) + emb.mean()
-                iou = score[:, None] * np.array([0.5, 1.0, 1.5, 2.0], np.float32)
-                self._tensor(contract.DECODER_OUTPUTS[0])[...] = iou
-                self._tensor(contract.DECODER_OUTPUTS[1])[...] = (
-                    masks * has_mask[:, None, None, None] + iou[:, :, None, None]
-                )
-        finally:
-            self.busy.release()
-        return True
-
-
-SMALL = ProfileLimits(max_batch=2, max_prompts=32, opt_prompts=8, max_points=4)
+def _emulate(
+    engine_dir: Path,
+    fake_machine: _FakeTensorRT,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    limits: ProfileLimits = SMALL,
+    half: frozenset[str] = frozenset(),
+) -> _EmulatedCuda:
+    device = _EmulatedCuda()
+    fake_machine.device, fake_machine.engine_dir, fake_machine.half = device, engine_dir, half
+    monkeypatch.setattr(trt_backend, "require_cuda", lambda: device)
+    manifest = load_manifest(engine_dir)
+    records = {}
+    for role in contract.ROLES:
+        payload = _EMULATED + role.encode()
+        record = _fake_engine(engine_dir, manifest, role, H100, payload, limits=limits)
+        records[record.file] = record
+    write_manifest(engine_dir, with_engine_records(manifest, records))
+    return device
 
 
 @pytest.fixture
 def emulated(
     engine_dir: Path, fake_machine: _FakeTensorRT, monkeypatch: pytest.MonkeyPatch
 ) -> _EmulatedCuda:
-    device = _EmulatedCuda()
-    fake_machine.device = device
-    monkeypatch.setattr(trt_backend, "require_cuda", lambda: device)
-    manifest = load_manifest(engine_dir)
-    records = {}
-    for role in ("encoder", "decoder"):
-        record = _fake_engine(
-            engine_dir, manifest, role, H100, _EMULATED + role.encode(), limits=SMALL
+    return _emulate(engine_dir, fake_machine, monkeypatch)
+
+
+def _reference(engine_dir: Path) -> OnnxRuntimeBackend:
+    backend = create_backend(
+        engine_dir, load_manifest(engine_dir), "onnxruntime-cpu", roles=contract.ROLES
+    )
+    assert isinstance(backend, OnnxRuntimeBackend)
+    return backend
+
+
+def _tensorrt(engine_dir: Path, **kwargs: Any) -> trt_backend.TensorRTBackend:
+    backend = trt_backend.TensorRTBackend(
+        engine_dir, load_manifest(engine_dir), roles=contract.ROLES, **kwargs
+    )
+    return backend
+
+
+def _prompt_inputs(n_prompts: int, n_points: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    coords, labels, masks, has_mask = contract.PROMPT_INPUTS
+    return {
+        coords: rng.uniform(0, 1024, (n_prompts, n_points, 2)).astype(np.float32),
+        labels: rng.integers(-1, 4, (n_prompts, n_points)).astype(np.float32),
+        masks: rng.standard_normal((n_prompts, 1, 256, 256)).astype(np.float32),
+        has_mask: (rng.uniform(size=n_prompts) > 0.5).astype(np.float32),
+    }
+
+
+def _assert_close(got: Any, want: np.ndarray, rtol: float, atol: float) -> None:
+    assert isinstance(got, np.ndarray) and got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+
+def _check_run_against_onnxruntime(
+    ours: trt_backend.TensorRTBackend,
+    reference: OnnxRuntimeBackend,
+    *,
+    rtol: float,
+    atol: float,
+    cases: tuple[tuple[int, int], ...],
+) -> None:
+    """The four graphs chained as the SAM family chains them, every result against ONNX
+    Runtime fed the same inputs: device tensors where the family keeps them on the device,
+    host arrays for what it asks back."""
+    images = np.random.default_rng(1).standard_normal((2, 3, 1024, 1024)).astype(np.float32)
+    (want_embedding,) = reference.run(
+        ENCODER, {"image": images}, (contract.ENCODER_OUTPUT,)
+    ).values()
+    (embedding,) = ours.run(ENCODER, {"image": images}, (contract.ENCODER_OUTPUT,)).values()
+    assert isinstance(embedding, DeviceTensor) and embedding.shape == (2, 256, 64, 64)
+    _assert_close(ours.to_numpy(embedding), want_embedding, rtol, atol)
+    for index in range(2):
+        image = embedding.rows(index, index + 1)  # a view of the batch: no copy
+        assert image.buffer is embedding.buffer
+        side = ours.run(
+            DECODER_IMAGE, {contract.ENCODER_OUTPUT: image}, contract.DECODER_IMAGE_OUTPUTS
         )
-        records[record.file] = record
-    write_manifest(engine_dir, with_engine_records(manifest, records))
-    return device
+        want_side = reference.run(
+            DECODER_IMAGE,
+            {contract.ENCODER_OUTPUT: want_embedding[index : index + 1]},
+            contract.DECODER_IMAGE_OUTPUTS,
+        )
+        for name in contract.DECODER_IMAGE_OUTPUTS:
+            assert isinstance(side[name], DeviceTensor)
+            _assert_close(ours.to_numpy(side[name]), want_side[name], rtol, atol)
+        for n_prompts, n_points in cases:
+            prompts = _prompt_inputs(n_prompts, n_points, seed=index)
+            out = ours.run(
+                DECODER_PROMPTS,
+                {**side, **prompts},
+                contract.DECODER_PROMPTS_OUTPUTS,
+                to_host=(IOU, MASK_WEIGHTS),
+            )
+            want = reference.run(
+                DECODER_PROMPTS,
+                {**want_side, **prompts},
+                contract.DECODER_PROMPTS_OUTPUTS,
+                to_host=(IOU, MASK_WEIGHTS),
+            )
+            assert list(out) == list(contract.DECODER_PROMPTS_OUTPUTS)
+            _assert_close(out[IOU], want[IOU], rtol, atol)
+            _assert_close(out[MASK_WEIGHTS], want[MASK_WEIGHTS], rtol, atol)
+            tokens = out[PROMPT_TOKENS]
+            assert isinstance(tokens, DeviceTensor)
+            _assert_close(ours.to_numpy(tokens), want[PROMPT_TOKENS], rtol, atol)
+            rows = np.arange(n_prompts)[::-2].copy()  # some prompts, out of order
+            for chosen in (slice(0, 1), slice(1, None)):  # M = 1 and M = 3
+                for picked, weights, want_tokens in (
+                    (tokens, out[MASK_WEIGHTS][:, chosen], want[PROMPT_TOKENS]),
+                    (
+                        ours.take(tokens, rows),
+                        out[MASK_WEIGHTS][rows, chosen],
+                        want[PROMPT_TOKENS][rows],
+                    ),
+                ):
+                    inputs = dict(
+                        zip(contract.DECODER_MASKS_INPUTS, (picked, weights), strict=True)
+                    )
+                    (masks,) = ours.run(
+                        DECODER_MASKS, inputs, (LOW_RES,), to_host=(LOW_RES,)
+                    ).values()
+                    want_inputs = dict(
+                        zip(contract.DECODER_MASKS_INPUTS, (want_tokens, weights), strict=True)
+                    )
+                    (want_masks,) = reference.run(
+                        DECODER_MASKS, want_inputs, (LOW_RES,), to_host=(LOW_RES,)
+                    ).values()
+                    _assert_close(masks, want_masks, rtol, atol)
 
 
-def test_emulated_backend_matches_onnxruntime(engine_dir: Path, emulated: _EmulatedCuda) -> None:
-    manifest = load_manifest(engine_dir)
-    reference = create_backend(engine_dir, manifest, "onnxruntime-cpu")
-    ours = create_backend(engine_dir, manifest, "tensorrt")
+def test_emulated_backend_run_matches_onnxruntime(
+    engine_dir: Path, emulated: _EmulatedCuda
+) -> None:
+    ours = create_backend(engine_dir, load_manifest(engine_dir), "tensorrt", roles=contract.ROLES)
     assert isinstance(ours, trt_backend.TensorRTBackend)
     assert ours.name.startswith("tensorrt 10.13.0.35 (NVIDIA H100 80GB HBM3, sm90")
-    assert (ours.max_batch, ours.max_prompts, ours.max_points) == (2, 32, 4)
-
-    images = np.random.default_rng(1).standard_normal((3, 3, 1024, 1024)).astype(np.float32)
-    expected = reference.encode(images)
-    embedding = ours.encode(images)  # 3 images, engine batch <= 2: two chunks into one buffer
-    assert isinstance(embedding, trt_backend.DeviceEmbedding) and embedding.shape == (
-        3,
-        256,
-        64,
-        64,
+    assert ours.on_device and ours.prompts_per_run == 8
+    assert ours.max_dims == {"B": 2, "P": 8, "N": 4, "M": 4}
+    # N = 0: prompts of a mask input alone, or of nothing.
+    _check_run_against_onnxruntime(
+        ours, _reference(engine_dir), rtol=1e-5, atol=1e-5, cases=((1, 2), (8, 4), (5, 0))
     )
-    np.testing.assert_allclose(ours.embedding_to_numpy(embedding), expected, rtol=1e-5, atol=1e-5)
-    for index in range(3):
-        image = ours.select_embedding(embedding, index)
-        np.testing.assert_allclose(
-            ours.embedding_to_numpy(image), expected[index : index + 1], rtol=1e-5, atol=1e-5
-        )
-        for n_prompts, n_points in ((1, 2), (70, 3)):  # 70 prompts, engine <= 32: three chunks
-            prompts = _prompts(n_prompts, n_points, seed=index)
-            iou, low = ours.decode(image, *prompts)
-            ref_iou, ref_low = reference.decode(expected[index : index + 1], *prompts)
-            assert iou.dtype == low.dtype == np.float32
-            np.testing.assert_allclose(iou, ref_iou, rtol=1e-5, atol=1e-2)
-            np.testing.assert_allclose(low, ref_low, rtol=1e-5, atol=1e-2)
 
-    restored = ours.embedding_from_numpy(expected[2:3])
-    np.testing.assert_array_equal(ours.embedding_to_numpy(restored), expected[2:3])
-    with pytest.raises(ValueError, match="at most 4.*max-points"):
-        ours.decode(restored, *_prompts(1, 5, seed=0))
-    with pytest.raises(ValueError, match="one image's embedding"):
-        ours.decode(embedding, *_prompts(1, 2, seed=0))
-    with pytest.raises(TypeError, match="DeviceEmbedding"):
-        ours.decode(expected[:1], *_prompts(1, 2, seed=0))
+
+def test_emulated_backend_binds_device_tensors_in_place(
+    engine_dir: Path, emulated: _EmulatedCuda, fake_machine: _FakeTensorRT
+) -> None:
+    ours = _tensorrt(engine_dir)
+    embedding = ours.from_numpy(np.ones((1, 256, 64, 64), np.float32))
+    side = ours.run(
+        DECODER_IMAGE, {contract.ENCODER_OUTPUT: embedding}, contract.DECODER_IMAGE_OUTPUTS
+    )
+    prompts = _prompt_inputs(3, 2, seed=0)
+    emulated.copies.clear()
+    out = ours.run(
+        DECODER_PROMPTS, {**side, **prompts}, contract.DECODER_PROMPTS_OUTPUTS, to_host=(IOU,)
+    )
+    (context,) = fake_machine.engine(DECODER_PROMPTS).contexts
+    for name, tensor in side.items():
+        assert context.addresses[name] == tensor.ptr
+    # Up: the prompts only; down: the scores only. The tokens and weights stay on the device.
+    kinds = _EmulatedCuda.cudaMemcpyKind
+    up = sum(n for kind, n in emulated.copies if kind == kinds.cudaMemcpyHostToDevice)
+    down = sum(n for kind, n in emulated.copies if kind == kinds.cudaMemcpyDeviceToHost)
+    assert up == sum(a.nbytes for a in prompts.values())
+    assert down == out[IOU].nbytes == 3 * 4 * 4
+    assert isinstance(out[MASK_WEIGHTS], DeviceTensor) and isinstance(
+        out[PROMPT_TOKENS], DeviceTensor
+    )
+    assert out[PROMPT_TOKENS].buffer is not out[MASK_WEIGHTS].buffer
+    assert ours.nbytes(out[PROMPT_TOKENS]) == 3 * 4096 * 256 * 4
+    assert sum(ours.nbytes(t) for t in side.values()) == (4096 * 256 + 3 * 8 * 4096 * 16) * 4
+    # A view that starts off TensorRT's alignment is read through the lane's buffer.
+    host_tokens = np.random.default_rng(1).standard_normal((2, 4096, 256)).astype(np.float32)
+    tokens = ours.from_numpy(host_tokens)
+    odd = DeviceTensor(tokens.buffer, 4, (1, 4096, 256), tokens.dtype)
+    weights = np.ones((1, 1, 32), np.float32)
+    (masks,) = ours.run(
+        DECODER_MASKS, {PROMPT_TOKENS: odd, MASK_WEIGHTS: weights}, (LOW_RES,), to_host=(LOW_RES,)
+    ).values()
+    shifted = host_tokens.reshape(-1)[1 : 1 + 4096 * 256].reshape(1, 4096, 256)
+    (want,) = (
+        _reference(engine_dir)
+        .run(
+            DECODER_MASKS,
+            {PROMPT_TOKENS: shifted, MASK_WEIGHTS: weights},
+            (LOW_RES,),
+            to_host=(LOW_RES,),
+        )
+        .values()
+    )
+    np.testing.assert_allclose(masks, want, rtol=1e-5, atol=1e-5)
+    # Only the outputs asked for come back.
+    (only,) = ours.run(DECODER_PROMPTS, {**side, **prompts}, (IOU,), to_host=(IOU,)).values()
+    np.testing.assert_array_equal(only, out[IOU])
+
+
+def test_emulated_backend_take(engine_dir: Path, emulated: _EmulatedCuda) -> None:
+    ours = _tensorrt(engine_dir)
+    host = np.arange(6 * 4 * 3, dtype=np.float32).reshape(6, 4, 3)
+    tensor = ours.from_numpy(host)
+    for rows in ([3, 1, 2], [0, 1, 2, 5], [5, -1], [], list(range(6))):
+        index = np.asarray(rows, dtype=np.intp)
+        picked = ours.take(tensor, index)
+        assert isinstance(picked, DeviceTensor) and picked.buffer is not tensor.buffer
+        assert picked.shape == (len(rows), 4, 3)
+        np.testing.assert_array_equal(ours.to_numpy(picked), host[index])
+    # Device to device, one copy per run of consecutive rows.
+    emulated.copies.clear()
+    ours.take(tensor, np.array([0, 1, 2, 5]))
+    assert emulated.copies == [(3, 3 * 48), (3, 48)]
+    with pytest.raises(IndexError, match="out of range"):
+        ours.take(tensor, np.array([6]))
+    with pytest.raises(TypeError, match="1-D integer"):
+        ours.take(tensor, np.array([[0]]))
+    view = tensor.rows(2, 4)
+    assert view.buffer is tensor.buffer and ours.nbytes(view) == host[2:4].nbytes
+    np.testing.assert_array_equal(ours.to_numpy(view), host[2:4])
     with pytest.raises(IndexError):
-        ours.select_embedding(embedding, 3)
+        tensor.rows(5, 7)
+    # Host arrays are taken on the host.
+    np.testing.assert_array_equal(ours.take(host, np.array([1])), host[[1]])
+
+
+def test_emulated_backend_refuses_what_its_engines_cannot_take(
+    engine_dir: Path, emulated: _EmulatedCuda
+) -> None:
+    ours = _tensorrt(engine_dir)
+    side = ours.run(
+        DECODER_IMAGE,
+        {contract.ENCODER_OUTPUT: np.zeros((1, 256, 64, 64), np.float32)},
+        contract.DECODER_IMAGE_OUTPUTS,
+    )
+
+    def prompts_run(**prompts: np.ndarray) -> None:
+        ours.run(DECODER_PROMPTS, {**side, **prompts}, contract.DECODER_PROMPTS_OUTPUTS)
+
+    with pytest.raises(
+        ValueError, match=r"9 prompts per call \(P\).*built for 1 to 8.*samrt build --max-prompts"
+    ):
+        prompts_run(**_prompt_inputs(9, 2, seed=0))
+    with pytest.raises(
+        ValueError, match=r"5 points per prompt \(N\).*0 to 4.*samrt build --max-points"
+    ):
+        prompts_run(**_prompt_inputs(1, 5, seed=0))
+    with pytest.raises(ValueError, match=r"3 images per call \(B\).*samrt build --max-batch"):
+        ours.run(
+            ENCODER, {"image": np.zeros((3, 3, 1024, 1024), np.float32)}, (contract.ENCODER_OUTPUT,)
+        )
+    tokens = ours.from_numpy(np.zeros((1, 4096, 256), np.float32))
+    with pytest.raises(ValueError, match=r"5 masks per prompt \(M\).*1 to 4.*no other size"):
+        ours.run(
+            DECODER_MASKS,
+            {PROMPT_TOKENS: tokens, MASK_WEIGHTS: np.zeros((1, 5, 32), np.float32)},
+            (LOW_RES,),
+        )
+    mismatched = {**_prompt_inputs(2, 2, seed=0), "point_labels": np.zeros((3, 2), np.float32)}
+    with pytest.raises(ValueError, match="does not fit"):
+        prompts_run(**mismatched)
+    with pytest.raises(ValueError, match="does not fit"):
+        prompts_run(
+            **{**_prompt_inputs(1, 2, seed=0), "mask_input": np.zeros((1, 1, 128, 128), np.float32)}
+        )
+    with pytest.raises(ValueError, match="must have 2 dimensions"):
+        prompts_run(
+            **{**_prompt_inputs(1, 2, seed=0), "point_labels": np.zeros((1, 2, 1), np.float32)}
+        )
+    with pytest.raises(ValueError, match="takes the inputs"):
+        ours.run(DECODER_PROMPTS, side, contract.DECODER_PROMPTS_OUTPUTS)
+    with pytest.raises(ValueError, match="outputs are"):
+        ours.run(DECODER_IMAGE, {contract.ENCODER_OUTPUT: tokens}, ("low_res_masks",))
+    with pytest.raises(ValueError, match="to_host"):
+        ours.run(
+            DECODER_PROMPTS,
+            {**side, **_prompt_inputs(1, 1, seed=0)},
+            (IOU,),
+            to_host=(MASK_WEIGHTS,),
+        )
+    with pytest.raises(ValueError, match="no decoder engine"):
+        ours.run("decoder", {}, ())
+    with pytest.raises(TypeError, match="numpy arrays and its own DeviceTensors"):
+        ours.run(DECODER_IMAGE, {contract.ENCODER_OUTPUT: [[0.0]]}, contract.DECODER_IMAGE_OUTPUTS)
+    wide = ours.from_numpy(np.zeros((1, 256, 64, 64), np.float64))
+    with pytest.raises(TypeError, match="float64 device tensor, the engine takes float32"):
+        ours.run(DECODER_IMAGE, {contract.ENCODER_OUTPUT: wide}, contract.DECODER_IMAGE_OUTPUTS)
+    with pytest.raises(TypeError, match="DeviceTensors it made"):
+        ours.to_numpy([1.0])
+
+
+def test_emulated_backend_refuses_a_record_that_does_not_fit_the_manifest(
+    engine_dir: Path, emulated: _EmulatedCuda
+) -> None:
+    manifest = load_manifest(engine_dir)
+    records = engine_records(manifest)
+    name = engine_file_name(DECODER_PROMPTS, "fp32", H100, TRT)
+    profiles = dict(records[name].profiles)
+    profiles["point_labels"] = ShapeRange((1,), (1,), (8,))
+    records[name] = replace(records[name], profiles=profiles)
+    manifest = with_engine_records(manifest, records)
+    with pytest.raises(
+        EngineDirError, match="profile for point_labels .* does not fit.*samrt build"
+    ):
+        trt_backend.TensorRTBackend(engine_dir, manifest, roles=contract.ROLES)
+    # Only the graphs asked for are loaded.
+    ours = trt_backend.TensorRTBackend(engine_dir, manifest, roles=(ENCODER, DECODER_IMAGE))
+    with pytest.raises(ValueError, match="no decoder_prompts engine .*encoder, decoder_image"):
+        ours.run(DECODER_PROMPTS, {}, ())
+    assert ours.prompts_per_run == trt_backend.DEFAULT_LIMITS.max_prompts
+
+
+def test_emulated_backend_converts_to_and_from_the_engines_io_types(
+    engine_dir: Path, fake_machine: _FakeTensorRT, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An engine may take or give float16 where the graph's I/O (the manifest's) is float32:
+    host inputs go up in the engine's type, results come back in the manifest's."""
+    half = frozenset({contract.ENCODER_INPUT, "mask_input", IOU, LOW_RES})
+    device = _emulate(engine_dir, fake_machine, monkeypatch, half=half)
+    ours = _tensorrt(engine_dir)
+    reference = _reference(engine_dir)
+    images = np.random.default_rng(0).standard_normal((1, 3, 1024, 1024)).astype(np.float32)
+    device.copies.clear()
+    (embedding,) = ours.run(ENCODER, {"image": images}, (contract.ENCODER_OUTPUT,)).values()
+    assert device.copies == [(1, images.nbytes // 2)]
+    want_embedding = reference.run(ENCODER, {"image": images}, (contract.ENCODER_OUTPUT,))
+    np.testing.assert_allclose(
+        ours.to_numpy(embedding), want_embedding[contract.ENCODER_OUTPUT], rtol=1e-2, atol=1e-2
+    )
+    side = ours.run(
+        DECODER_IMAGE, {contract.ENCODER_OUTPUT: embedding}, contract.DECODER_IMAGE_OUTPUTS
+    )
+    prompts = _prompt_inputs(4, 2, seed=3)
+    out = ours.run(
+        DECODER_PROMPTS, {**side, **prompts}, contract.DECODER_PROMPTS_OUTPUTS, to_host=(IOU,)
+    )
+    assert out[IOU].dtype == np.float32
+    host_side = {name: ours.to_numpy(t) for name, t in side.items()}
+    want = reference.run(DECODER_PROMPTS, {**host_side, **prompts}, (IOU,), to_host=(IOU,))
+    np.testing.assert_allclose(out[IOU], want[IOU], rtol=1e-2, atol=1e-2)
+
+
+def test_emulated_predictor_matches_onnxruntime(engine_dir: Path, emulated: _EmulatedCuda) -> None:
+    _check_predictor_against_onnxruntime(engine_dir, rtol=1e-5, atol=1e-4)
+
+
+def _check_predictor_against_onnxruntime(engine_dir: Path, *, rtol: float, atol: float) -> None:
+    """samrt.Predictor on TensorRT against samrt.Predictor on ONNX Runtime's CPU, through
+    the public API: every kind of prompt, batches larger than one decoder run, and the
+    prompts above a score threshold (their rows picked on the device)."""
+    ours = samrt.Predictor(engine_dir, "tensorrt")
+    reference = samrt.Predictor(engine_dir, "onnxruntime-cpu")
+    assert ours.backend_name.startswith("tensorrt ")
+    rng = np.random.default_rng(5)
+    height, width = 96, 128
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    ours.set_image(image)
+    reference.set_image(image)
+    np.testing.assert_allclose(
+        ours.get_image_embedding(), reference.get_image_embedding(), rtol=rtol, atol=atol
+    )
+    assert ours.image_state.nbytes == reference.image_state.nbytes
+
+    def same(got: tuple[np.ndarray, ...], want: tuple[np.ndarray, ...]) -> None:
+        for a, b in zip(got, want, strict=True):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+
+    previous = reference.predict(point_coords=[[30, 40]], point_labels=[1])[2][:1]
+    cases: list[dict[str, Any]] = [
+        {"point_coords": [[30, 40]], "point_labels": [1]},
+        {"box": [10, 10, 90, 70]},
+        {"point_coords": [[30, 40], [100, 20]], "point_labels": [1, 0], "box": [10, 10, 90, 70]},
+        {"mask_input": previous},  # no points: N = 0
+        {},  # no prompt at all: N = 0 too
+    ]
+    for kwargs in cases:
+        for multimask in (True, False):
+            got = ours.predict(**kwargs, multimask_output=multimask, return_logits=True)
+            same(got, reference.predict(**kwargs, multimask_output=multimask, return_logits=True))
+    # 11 prompts: more than one TensorRT run (prompts_per_run is the profile's maximum).
+    coords = rng.uniform(0, width, (11, 2, 2))
+    labels = np.tile([[1.0, 0.0]], (11, 1))
+    same(ours.predict_low_res(coords, labels), reference.predict_low_res(coords, labels))
+    scores, _ = reference.predict_low_res(coords, labels)
+    # Between two of the prompts' best scores, at the widest gap that keeps some and not all.
+    best = np.sort(scores.max(axis=1))
+    gap = 2 + int(np.argmax(np.diff(best)[2:9]))
+    threshold = float(best[gap] + best[gap + 1]) / 2
+    got_scores, got_index, got_low = ours.predict_low_res_above(threshold, coords, labels)
+    want_scores, want_index, want_low = reference.predict_low_res_above(threshold, coords, labels)
+    assert 0 < len(want_index) < 11
+    np.testing.assert_array_equal(got_index, want_index)
+    same((got_scores, got_low), (want_scores, want_low))
+    # A saved embedding, and a state handed between predictors of one model.
+    ours.set_image_embedding(reference.get_image_embedding(), (height, width))
+    same(ours.predict(box=[10, 10, 90, 70]), reference.predict(box=[10, 10, 90, 70]))
+    other = samrt.Predictor(ours.model)
+    other.set_image_state(ours.image_state)
+    same(other.predict(box=[10, 10, 90, 70]), reference.predict(box=[10, 10, 90, 70]))
 
 
 def test_emulated_backend_frees_everything(engine_dir: Path, emulated: _EmulatedCuda) -> None:
-    manifest = load_manifest(engine_dir)
-    with trt_backend.TensorRTBackend(engine_dir, manifest) as ours:
-        embedding = ours.encode(np.zeros((2, 3, 1024, 1024), np.float32))
-        view = ours.select_embedding(embedding, 1)
-        ours.decode(view, *_prompts(4, 2, seed=0))
-        lane_memory = len(emulated.allocations) - 1
-        assert lane_memory > 0 and emulated.streams
-    # Closed: lanes (streams, buffers) are gone; the embedding keeps its own memory.
+    with _tensorrt(engine_dir) as ours:
+        (embedding,) = ours.run(
+            ENCODER, {"image": np.zeros((2, 3, 1024, 1024), np.float32)}, (contract.ENCODER_OUTPUT,)
+        ).values()
+        view = embedding.rows(1, 2)
+        side = ours.run(
+            DECODER_IMAGE, {contract.ENCODER_OUTPUT: view}, contract.DECODER_IMAGE_OUTPUTS
+        )
+        out = ours.run(
+            DECODER_PROMPTS,
+            {**side, **_prompt_inputs(4, 2, seed=0)},
+            contract.DECODER_PROMPTS_OUTPUTS,
+            to_host=(IOU, MASK_WEIGHTS),
+        )
+        rows = np.array([2, 0])
+        picked = ours.take(out[PROMPT_TOKENS], rows)
+        ours.run(
+            DECODER_MASKS,
+            {PROMPT_TOKENS: picked, MASK_WEIGHTS: out[MASK_WEIGHTS][rows, 1:]},
+            (LOW_RES,),
+            to_host=(LOW_RES,),
+        )
+        assert emulated.streams
+    # Closed: lanes (streams, buffers) are gone; the tensors returned keep their own memory.
     assert not emulated.streams
-    assert list(emulated.allocations) == [embedding.buffer.ptr]
+    kept = {embedding.buffer.ptr, picked.buffer.ptr, out[PROMPT_TOKENS].buffer.ptr}
+    kept |= {t.buffer.ptr for t in side.values()}
+    assert set(emulated.allocations) == kept
     with pytest.raises(trt_backend.BackendClosedError):
-        ours.decode(view, *_prompts(1, 2, seed=0))
+        ours.run(DECODER_IMAGE, {contract.ENCODER_OUTPUT: view}, contract.DECODER_IMAGE_OUTPUTS)
+    with pytest.raises(trt_backend.BackendClosedError):
+        ours.take(picked, np.array([1]))
+    with pytest.raises(trt_backend.BackendClosedError):
+        ours.from_numpy(np.zeros(3, np.float32))
     del embedding
-    assert len(emulated.allocations) == 1  # the view still holds the batch
+    assert len(emulated.allocations) == len(kept)  # the view still holds the batch
     del view
+    assert len(emulated.allocations) == len(kept) - 1
+    del side, out, picked
     assert emulated.allocations == {}
     ours.close()  # idempotent
+
+
+def test_emulated_backend_failed_run_frees_its_outputs(
+    engine_dir: Path, emulated: _EmulatedCuda, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _tensorrt(engine_dir) as ours:
+        embedding = ours.from_numpy(np.zeros((1, 256, 64, 64), np.float32))
+        monkeypatch.setattr(_EmulatedContext, "execute_async_v3", lambda self, stream: False)
+        with pytest.raises(trt_backend.CudaError, match="TensorRT decoder_image execution failed"):
+            ours.run(
+                DECODER_IMAGE, {contract.ENCODER_OUTPUT: embedding}, contract.DECODER_IMAGE_OUTPUTS
+            )
+        # The lane that failed was dropped, with its buffers; so were the run's outputs.
+        assert set(emulated.allocations) == {embedding.buffer.ptr}
+        assert not emulated.streams
+
+
+def _decode_on_lanes(
+    backend: trt_backend.TensorRTBackend, side: Mapping[str, Any], prompts: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    out = backend.run(
+        DECODER_PROMPTS,
+        {**side, **prompts},
+        contract.DECODER_PROMPTS_OUTPUTS,
+        to_host=(IOU, MASK_WEIGHTS),
+    )
+    rows = np.arange(0, len(out[IOU]), 2)
+    picked = backend.take(out[PROMPT_TOKENS], rows)
+    (masks,) = backend.run(
+        DECODER_MASKS,
+        {PROMPT_TOKENS: picked, MASK_WEIGHTS: out[MASK_WEIGHTS][rows, 1:]},
+        (LOW_RES,),
+        to_host=(LOW_RES,),
+    ).values()
+    return out[IOU], masks
+
+
+def _check_threads_agree(backend: trt_backend.TensorRTBackend) -> None:
+    embedding = backend.from_numpy(
+        np.random.default_rng(3).standard_normal((1, 256, 64, 64)).astype(np.float32)
+    )
+    side = backend.run(
+        DECODER_IMAGE, {contract.ENCODER_OUTPUT: embedding}, contract.DECODER_IMAGE_OUTPUTS
+    )
+    prompts = [_prompt_inputs(8, s % 3, seed=s) for s in range(12)]
+    expected = [_decode_on_lanes(backend, side, p) for p in prompts]
+    results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    errors: list[Exception] = []
+
+    def work(index: int) -> None:
+        try:
+            results[index] = _decode_on_lanes(backend, side, prompts[index])
+        except Exception as e:  # noqa: BLE001 - reported below, on the test's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for index, (iou, masks) in enumerate(expected):
+        np.testing.assert_array_equal(results[index][0], iou)
+        np.testing.assert_array_equal(results[index][1], masks)
 
 
 def test_emulated_backend_lanes_under_threads(
     engine_dir: Path, emulated: _EmulatedCuda, fake_machine: _FakeTensorRT
 ) -> None:
-    manifest = load_manifest(engine_dir)
-    with trt_backend.TensorRTBackend(engine_dir, manifest, max_contexts=2) as ours:
-        embedding = ours.encode(
-            np.random.default_rng(3).standard_normal((1, 3, 1024, 1024)).astype(np.float32)
-        )
-        prompts = [_prompts(8, 2, seed=s) for s in range(12)]
-        expected = [ours.decode(embedding, *p) for p in prompts]
-        results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        errors: list[Exception] = []
-
-        def work(index: int) -> None:
-            try:
-                results[index] = ours.decode(embedding, *prompts[index])
-            except Exception as e:  # reported below, on the test's thread
-                errors.append(e)
-
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(prompts))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert errors == []
-        for index, (iou, low) in enumerate(expected):
-            np.testing.assert_array_equal(results[index][0], iou)
-            np.testing.assert_array_equal(results[index][1], low)
+    with _tensorrt(engine_dir, max_contexts=2) as ours:
+        _check_threads_agree(ours)
         # At most max_contexts lanes, each with one context per engine and one stream.
-        (decoder,) = (e for e in fake_machine.engines if e.role == "decoder")
-        assert 1 <= decoder.contexts_created <= 2
-        assert len(emulated.streams) == decoder.contexts_created
+        created = {role: len(fake_machine.engine(role).contexts) for role in contract.ROLES}
+        assert len(set(created.values())) == 1 and 1 <= created[ENCODER] <= 2
+        assert len(emulated.streams) == created[ENCODER]
 
 
 # -- the CI helper that makes tensorrt-stubs usable by mypy ------------------------------------------
@@ -1046,6 +1625,7 @@ _GPU_SKIP = _gpu_skip_reason()
 gpu = pytest.mark.skipif(
     _GPU_SKIP is not None, reason=f"needs TensorRT and a CUDA GPU: {_GPU_SKIP}"
 )
+GPU_LIMITS = ProfileLimits(max_batch=2, max_prompts=32, opt_prompts=8)
 
 
 @pytest.fixture(scope="module", params=["synthetic", "tiny_model"])
@@ -1056,30 +1636,14 @@ def built_dir(
 
     root = tmp_path_factory.mktemp(f"built-{request.param}")
     if request.param == "tiny_model":
-        try:
-            tiny = request.getfixturevalue("tiny_model")
-        except pytest.FixtureLookupError:
-            pytest.skip("the tiny_model fixture (from the exporter's conftest) is not available")
         import shutil
 
+        tiny = request.getfixturevalue("tiny_model")
         shutil.copytree(tiny.engine_dir, root, dirs_exist_ok=True)
     else:
-        for name in (contract.ENCODER_FILE, contract.DECODER_FILE):
-            (root / name).write_bytes((graphs_dir / name).read_bytes())
-        write_manifest(root, _manifest(root))
-    build_engines(
-        root, workspace_gib=2, limits=ProfileLimits(max_batch=2, max_prompts=32, opt_prompts=8)
-    )
+        _copy_graphs(graphs_dir, root)
+    build_engines(root, workspace_gib=2, limits=GPU_LIMITS)
     yield root
-
-
-def _prompts(n_prompts: int, n_points: int, seed: int) -> tuple[np.ndarray, ...]:
-    rng = np.random.default_rng(seed)
-    coords = rng.uniform(0, 1024, (n_prompts, n_points, 2)).astype(np.float32)
-    labels = rng.integers(-1, 4, (n_prompts, n_points)).astype(np.float32)
-    masks = rng.standard_normal((n_prompts, 1, 256, 256)).astype(np.float32)
-    has_mask = (rng.uniform(size=n_prompts) > 0.5).astype(np.float32)
-    return coords, labels, masks, has_mask
 
 
 @gpu
@@ -1090,76 +1654,63 @@ def test_gpu_build_records_and_reuse(built_dir: Path) -> None:
     manifest = load_manifest(built_dir)
     gpu_info = trt_backend.current_gpu()
     version = trt_backend.require_tensorrt()
-    for role in ("encoder", "decoder"):
+    for role in contract.ROLES:
         path, record = find_engine(built_dir, manifest, role, "fp32", gpu_info, version)
         assert read_verified_engine(path, record)
         assert record.source_sha256 == manifest.model(role).sha256
+        assert record.profiles == profiles_for(manifest.model(role), GPU_LIMITS)
     assert (built_dir / timing_cache_file_name(gpu_info, version)).is_file()
     before = {p.name: p.stat().st_mtime_ns for p in built_dir.glob("*.engine")}
-    build_engines(
-        built_dir, workspace_gib=2, limits=ProfileLimits(max_batch=2, max_prompts=32, opt_prompts=8)
-    )
-    assert {
-        p.name: p.stat().st_mtime_ns for p in built_dir.glob("*.engine")
-    } == before  # up to date: kept
+    assert len(before) == len(contract.ROLES)
+    build_engines(built_dir, workspace_gib=2, limits=GPU_LIMITS)
+    after = {p.name: p.stat().st_mtime_ns for p in built_dir.glob("*.engine")}
+    assert after == before  # up to date: kept
 
 
 @gpu
 @pytest.mark.gpu
-def test_gpu_parity_with_onnxruntime(built_dir: Path) -> None:
-    manifest = load_manifest(built_dir)
-    reference = create_backend(built_dir, manifest, "onnxruntime-cpu")
-    with trt_backend.TensorRTBackend(built_dir, manifest, max_contexts=2) as ours:
-        images = np.random.default_rng(1).standard_normal((3, 3, 1024, 1024)).astype(np.float32)
-        expected_embedding = reference.encode(images)  # 3 > max_batch 2: chunked
-        embedding = ours.encode(images)
-        np.testing.assert_allclose(
-            ours.embedding_to_numpy(embedding), expected_embedding, rtol=1e-3, atol=5e-3
-        )
-        for index in range(3):
-            image = ours.select_embedding(embedding, index)
-            for n_prompts, n_points in ((1, 2), (40, 3)):  # 40 > max_prompts 32: chunked
-                prompts = _prompts(n_prompts, n_points, seed=index)
-                iou, low = ours.decode(image, *prompts)
-                ref_iou, ref_low = reference.decode(expected_embedding[index : index + 1], *prompts)
-                assert iou.dtype == low.dtype == np.float32
-                np.testing.assert_allclose(iou, ref_iou, rtol=1e-3, atol=5e-3)
-                np.testing.assert_allclose(low, ref_low, rtol=1e-3, atol=5e-3)
-        restored = ours.embedding_from_numpy(expected_embedding[1:2])
-        np.testing.assert_allclose(
-            ours.embedding_to_numpy(restored), expected_embedding[1:2], rtol=1e-6
+def test_gpu_run_matches_onnxruntime(built_dir: Path) -> None:
+    with _tensorrt(built_dir, max_contexts=2) as ours:
+        assert ours.prompts_per_run == GPU_LIMITS.max_prompts
+        _check_run_against_onnxruntime(
+            ours, _reference(built_dir), rtol=1e-3, atol=5e-3, cases=((1, 2), (32, 3), (4, 0))
         )
         with pytest.raises(ValueError, match="max-points"):
-            ours.decode(restored, *_prompts(1, ours.max_points + 1, seed=0))
+            ours.run(
+                DECODER_PROMPTS,
+                {
+                    **ours.run(
+                        DECODER_IMAGE,
+                        {contract.ENCODER_OUTPUT: np.zeros((1, 256, 64, 64), np.float32)},
+                        contract.DECODER_IMAGE_OUTPUTS,
+                    ),
+                    **_prompt_inputs(1, GPU_LIMITS.max_points + 1, seed=0),
+                },
+                contract.DECODER_PROMPTS_OUTPUTS,
+            )
+
+
+@gpu
+@pytest.mark.gpu
+def test_gpu_take_matches_numpy(built_dir: Path) -> None:
+    with _tensorrt(built_dir) as ours:
+        host = np.random.default_rng(0).standard_normal((7, 4096, 256)).astype(np.float32)
+        tensor = ours.from_numpy(host)
+        for rows in ([6, 0, 3], [1, 2, 3, 5], []):
+            index = np.asarray(rows, dtype=np.intp)
+            np.testing.assert_array_equal(ours.to_numpy(ours.take(tensor, index)), host[index])
+
+
+@gpu
+@pytest.mark.gpu
+def test_gpu_predictor_matches_onnxruntime(built_dir: Path) -> None:
+    _check_predictor_against_onnxruntime(built_dir, rtol=1e-3, atol=5e-3)
 
 
 @gpu
 @pytest.mark.gpu
 def test_gpu_concurrent_calls_agree(built_dir: Path) -> None:
-    manifest = load_manifest(built_dir)
-    with trt_backend.TensorRTBackend(built_dir, manifest, max_contexts=2) as ours:
-        embedding = ours.encode(
-            np.random.default_rng(2).standard_normal((1, 3, 1024, 1024)).astype(np.float32)
-        )
-        prompts = [_prompts(8, 2, seed=s) for s in range(6)]
-        expected = [ours.decode(embedding, *p) for p in prompts]
-        results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        errors: list[Exception] = []
-
-        def work(index: int) -> None:
-            try:
-                results[index] = ours.decode(embedding, *prompts[index])
-            except Exception as e:  # reported below, on the test's thread
-                errors.append(e)
-
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(prompts))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not errors
-        for index, (iou, low) in enumerate(expected):
-            np.testing.assert_array_equal(results[index][0], iou)
-            np.testing.assert_array_equal(results[index][1], low)
+    with _tensorrt(built_dir, max_contexts=2) as ours:
+        _check_threads_agree(ours)
     with pytest.raises(trt_backend.BackendClosedError):
-        ours.decode(embedding, *prompts[0])
+        ours.from_numpy(np.zeros(1, np.float32))

@@ -1,9 +1,13 @@
 """``samrt build ENGINE_DIR``: compiles an engine directory's ONNX graphs to TensorRT engines.
 
-The engines are built for the GPU this runs on (named by GPU model, compute capability
-and TensorRT version, so one directory serves several machines) from strongly typed
-networks: the precision is the ONNX graph's own (the manifest's fp32 or fp16 variant),
-never a builder flag, as TensorRT 11 requires and TensorRT 10 supports. The builder's
+One engine per graph (role) of the manifest's precision variant, built for the GPU this
+runs on (named by GPU model, compute capability and TensorRT version, so one directory
+serves several machines) from strongly typed networks: the precision is the ONNX graph's
+own (the manifest's fp32 or fp16 variant), never a builder flag, as TensorRT 11 requires
+and TensorRT 10 supports. Each engine's optimization profile comes from its graph's input
+TensorSpecs in the manifest: the symbolic dims get their ranges from ProfileLimits (B
+images: --max-batch; P prompts: --max-prompts; N points per prompt, from 0 since a prompt
+may have none: --max-points; M masks: 1 to contract.NUM_MASK_OUTPUTS). The builder's
 timing cache is kept next to the engines and reused by later builds on the same kind of
 machine. Each engine's record (source sha256, engine sha256, GPU, TensorRT version,
 profiles, build time) goes into the manifest's ``extra["tensorrt"]``, which is rewritten
@@ -26,9 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import contract
 from .backends.tensorrt import (
     DEFAULT_LIMITS,
-    ROLES,
     EngineRecord,
     GpuInfo,
     ProfileLimits,
@@ -78,7 +82,7 @@ def build_engines(
     precision: str = "fp32",
     workspace_gib: float = DEFAULT_WORKSPACE_GIB,
     limits: ProfileLimits = DEFAULT_LIMITS,
-    roles: Sequence[str] = ROLES,
+    roles: Sequence[str] = contract.ROLES,
     device: int = 0,
     force: bool = False,
     optimization_level: int | None = None,
@@ -95,12 +99,16 @@ def build_engines(
     root = Path(engine_dir)
     if workspace_gib <= 0:
         raise ValueError(f"workspace_gib must be positive, got {workspace_gib}")
-    unknown = [r for r in roles if r not in ROLES]
+    unknown = [r for r in roles if r not in contract.ROLES]
     if unknown or not roles:
-        raise ValueError(f"roles must be some of {ROLES}, got {list(roles)}")
+        raise ValueError(f"roles must be some of {contract.ROLES}, got {list(roles)}")
     manifest = load_manifest(root, verify=True, precisions=(precision,))
-    for role in roles:
-        manifest.model(role, precision)  # EngineDirError naming the fix when absent
+    # EngineDirError naming the fix when a graph is absent; ValueError for a dimension
+    # without a range, before TensorRT is even imported.
+    profiles = {
+        role: profiles_for(model, limits)
+        for role, model in manifest.graphs(precision, tuple(roles)).items()
+    }
     version = require_tensorrt()
     gpu = current_gpu(device)
 
@@ -143,7 +151,7 @@ def build_engines(
             precision=precision,
             gpu=gpu,
             version=version,
-            profiles=profiles_for(role, limits),
+            profiles=profiles[role],
             workspace_bytes=int(workspace_gib * (1 << 30)),
             optimization_level=optimization_level,
             tf32=tf32,
@@ -217,6 +225,7 @@ def _build_one(
     if not tf32:
         config.clear_flag(trt.BuilderFlag.TF32)
     profile = builder.create_optimization_profile()
+    dynamic = False
     built_profiles: dict[str, ShapeRange] = {}
     for index in range(network.num_inputs):
         tensor = network.get_input(index)
@@ -233,6 +242,7 @@ def _build_one(
                 f"profile {wanted.min}..{wanted.max}; re-export the model with `samrt export`"
             )
         if -1 in declared:
+            dynamic = True
             profile.set_shape(
                 tensor.name,
                 trt.Dims(list(shape.min)),
@@ -245,7 +255,12 @@ def _build_one(
         raise EngineBuildError(
             f"{onnx_path} lacks the input(s) {missing} that samrt feeds it; re-export the model"
         )
-    config.add_optimization_profile(profile)
+    # A graph of fixed shapes only (decoder_image) needs no profile: TensorRT makes one.
+    if dynamic and config.add_optimization_profile(profile) < 0:
+        raise EngineBuildError(
+            f"TensorRT rejected the optimization profile {built_profiles} for {onnx_path}: "
+            f"{session.messages.summary()}"
+        )
     _attach_timing_cache(session, config)
 
     serialized = builder.build_serialized_network(network, config)
@@ -346,7 +361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--workspace-gib", type=float, default=DEFAULT_WORKSPACE_GIB, help="builder workspace limit"
     )
     parser.add_argument(
-        "--role", choices=ROLES, action="append", help="build only this graph (repeatable)"
+        "--role",
+        choices=contract.ROLES,
+        action="append",
+        help="build only this graph (repeatable)",
     )
     parser.add_argument(
         "--max-batch", type=int, default=ProfileLimits.max_batch, help="images per encoder call"
@@ -361,7 +379,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--opt-prompts", type=int, default=ProfileLimits.opt_prompts, help="prompt count tuned for"
     )
     parser.add_argument(
-        "--max-points", type=int, default=ProfileLimits.max_points, help="points per prompt"
+        "--max-points",
+        type=int,
+        default=ProfileLimits.max_points,
+        help="points per prompt (clicked points, box corners, padding point)",
     )
     parser.add_argument("--device", type=int, default=0, help="CUDA device index")
     parser.add_argument(
@@ -386,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             precision=args.precision,
             workspace_gib=args.workspace_gib,
             limits=limits,
-            roles=tuple(args.role or ROLES),
+            roles=tuple(args.role or contract.ROLES),
             device=args.device,
             force=args.force,
             optimization_level=args.optimization_level,

@@ -1,4 +1,4 @@
-"""TensorRT backend: encoder and decoder as TensorRT engines built by ``samrt build``.
+"""TensorRT backend: an engine directory's graphs as TensorRT engines built by ``samrt build``.
 
 Engines are compiled for one GPU model and one TensorRT version, so an engine directory
 holds one engine per (role, precision, GPU, compute capability, TensorRT version), named
@@ -11,18 +11,25 @@ Nothing here imports ``tensorrt`` or ``cuda`` at module import time; they are im
 when a backend starts (or a build runs), and their absence is a BackendUnavailableError
 saying what to install.
 
+Optimization profiles come from the manifest: each symbolic dimension of a graph's input
+TensorSpecs (B images, P prompts, N points per prompt, M masks) gets the range
+:class:`ProfileLimits` gives it, fixed dimensions stay fixed. N may be 0 (a mask input
+alone, or no prompt at all): TensorRT runs empty tensors, given an address for them.
+
 Concurrency: an ICudaEngine is shared, but an execution context may run one inference at
 a time. The backend therefore keeps a pool of *lanes*: each lane owns one CUDA stream, one
-encoder and one decoder execution context, and device buffers for the host-fed inputs,
-allocated once at the optimization profile's maximum size. A call borrows a lane for its
-whole duration, so calls from several threads run concurrently on separate streams, up to
-``max_contexts`` at once (further callers wait). Lanes are created on first demand.
+execution context per engine, and device buffers at the profile's maximum size for the
+tensors that cross to or from the host (allocated on first use). A call borrows a lane for
+its whole duration, so calls from several threads run concurrently on separate streams, up
+to ``max_contexts`` at once (further callers wait). Lanes are created on first demand.
 
-Data movement: an image embedding stays on the device (:class:`DeviceEmbedding`); the
-encoder writes straight into it and the decoder reads it in place. Only the prompts go up
-and only IoU scores and low-res logits come back. Results are copied into fresh numpy
-arrays that the caller owns; pinned staging buffers would add a host-to-host copy of the
-same size to the device copy they speed up, so they are not used.
+Data movement: a tensor a graph leaves on the device (:class:`DeviceTensor`: an image's
+embedding, the decoder's per-image and per-prompt tokens) gets its own device memory, and
+the next graph reads it in place. Host arrays go up through lane buffers, and only what a
+caller asks for on the host (IoU scores, mask weights, low-res logits) comes back, into
+fresh numpy arrays that the caller owns. Pinned staging buffers would add a host-to-host
+copy of the same size to the device copy they speed up, so they are not used. Every call
+synchronizes its stream before it returns, so what it made is complete for any other lane.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import math
 import re
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,18 +51,19 @@ import numpy.typing as npt
 
 from .. import contract
 from ..errors import BackendUnavailableError, EngineDirError, SamrtError
-from ..manifest import Manifest
-from .base import Backend, Embedding, FloatArray
+from ..manifest import Manifest, ModelFile, TensorSpec
+from .base import Backend, Tensor
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "DIMENSIONS",
     "BackendClosedError",
     "CudaError",
     "DeviceBuffer",
-    "DeviceEmbedding",
+    "DeviceTensor",
     "EngineRecord",
     "GpuInfo",
     "ProfileLimits",
@@ -64,8 +72,6 @@ __all__ = [
     "TrtMessages",
     "cuda_call",
     "current_gpu",
-    "decoder_profile",
-    "encoder_profile",
     "engine_file_name",
     "engine_records",
     "find_engine",
@@ -80,7 +86,6 @@ __all__ = [
     "with_engine_records",
 ]
 
-ROLES: Final = ("encoder", "decoder")
 MANIFEST_KEY: Final = "tensorrt"
 RECORDS_FORMAT_VERSION: Final = 1
 ENGINE_SUFFIX: Final = ".engine"
@@ -92,6 +97,10 @@ _INSTALL_TENSORRT: Final = (
 _INSTALL_CUDA: Final = (
     "install it with `pip install cuda-python` (the CUDA major version TensorRT was built for)"
 )
+
+# TensorRT's I/O addresses must be aligned like cudaMalloc's.
+_ALIGNMENT: Final = 256
+_D2D: Final = "cudaMemcpyDeviceToDevice"
 
 # numpy dtypes of the TensorRT data types an engine's I/O may have, by DataType.name.
 _NUMPY_DTYPES: Final[Mapping[str, npt.DTypeLike]] = {
@@ -218,7 +227,8 @@ def current_gpu(device: int = 0) -> GpuInfo:
 
 @dataclass(frozen=True)
 class ShapeRange:
-    """One input's optimization-profile shapes."""
+    """One input's optimization-profile shapes. A dimension may be 0 (an empty tensor, such
+    as the points of a prompt that has none: TensorRT runs those)."""
 
     min: tuple[int, ...]
     opt: tuple[int, ...]
@@ -229,10 +239,10 @@ class ShapeRange:
             raise ValueError(
                 f"profile shapes must have one rank, got {self.min}, {self.opt}, {self.max}"
             )
-        for lo, mid, hi in zip(self.min, self.opt, self.max):
-            if not 1 <= lo <= mid <= hi:
+        for lo, mid, hi in zip(self.min, self.opt, self.max, strict=True):
+            if not 0 <= lo <= mid <= hi:
                 raise ValueError(
-                    f"profile needs 1 <= min <= opt <= max per dimension, got {self.min}, {self.opt}, {self.max}"
+                    f"profile needs 0 <= min <= opt <= max per dimension, got {self.min}, {self.opt}, {self.max}"
                 )
 
     @property
@@ -252,10 +262,30 @@ class ShapeRange:
 
 
 @dataclass(frozen=True)
+class _Dimension:
+    """A symbolic dimension of the manifest's TensorSpecs, as engines are built for it."""
+
+    what: str
+    # The `samrt build` option that sets its maximum; None where the contract fixes it.
+    option: str | None
+
+
+# The symbolic dimension names of the exported graphs' TensorSpecs (see the manifest).
+DIMENSIONS: Final[Mapping[str, _Dimension]] = {
+    "B": _Dimension("images per call", "--max-batch"),
+    "P": _Dimension("prompts per call", "--max-prompts"),
+    "N": _Dimension("points per prompt", "--max-points"),
+    "M": _Dimension("masks per prompt", None),
+}
+
+
+@dataclass(frozen=True)
 class ProfileLimits:
-    """The dynamic dimensions engines are built for: images per encoder call, prompts (P)
-    and points per prompt (N) per decoder call. Larger calls are split into chunks (images,
-    prompts) or refused (points)."""
+    """The ranges engines are built for, by symbolic dimension: images per encoder call (B),
+    prompts per decoder call (P), points per prompt (N, from 0: a prompt may have none) and
+    masks per prompt (M: the single mask or the three multimask outputs, at most
+    contract.NUM_MASK_OUTPUTS). Callers split larger batches of prompts (prompts_per_run);
+    larger inputs are refused with the `samrt build` option to raise."""
 
     max_batch: int = 8
     opt_batch: int = 1
@@ -265,50 +295,58 @@ class ProfileLimits:
     max_points: int = 16
     # One clicked point plus the padding point.
     opt_points: int = 2
+    # The three multimask outputs, what the generator and an interactive click ask for.
+    opt_masks: int = 3
 
     def __post_init__(self) -> None:
-        for name, opt, hi in (
-            ("batch", self.opt_batch, self.max_batch),
-            ("prompts", self.opt_prompts, self.max_prompts),
-            ("points", self.opt_points, self.max_points),
+        for name, lo, opt, hi in (
+            ("batch", 1, self.opt_batch, self.max_batch),
+            ("prompts", 1, self.opt_prompts, self.max_prompts),
+            ("points", 0, self.opt_points, self.max_points),
+            ("masks", 1, self.opt_masks, contract.NUM_MASK_OUTPUTS),
         ):
-            if not 1 <= opt <= hi:
-                raise ValueError(f"need 1 <= opt_{name} <= max_{name}, got opt {opt}, max {hi}")
+            if not lo <= opt <= hi:
+                raise ValueError(f"need {lo} <= opt_{name} <= max_{name}, got opt {opt}, max {hi}")
+
+    def ranges(self) -> dict[str, tuple[int, int, int]]:
+        """(min, opt, max) by symbolic dimension name (see DIMENSIONS)."""
+        return {
+            "B": (1, self.opt_batch, self.max_batch),
+            "P": (1, self.opt_prompts, self.max_prompts),
+            "N": (0, self.opt_points, self.max_points),
+            "M": (1, self.opt_masks, contract.NUM_MASK_OUTPUTS),
+        }
 
 
 DEFAULT_LIMITS: Final = ProfileLimits()
 
 
-def encoder_profile(limits: ProfileLimits = DEFAULT_LIMITS) -> dict[str, ShapeRange]:
-    size = contract.IMAGE_SIZE
-    return {
-        contract.ENCODER_INPUT: ShapeRange(
-            (1, 3, size, size), (limits.opt_batch, 3, size, size), (limits.max_batch, 3, size, size)
-        )
-    }
-
-
-def decoder_profile(limits: ProfileLimits = DEFAULT_LIMITS) -> dict[str, ShapeRange]:
-    embedding = (1, contract.EMBEDDING_DIM, contract.EMBEDDING_SIZE, contract.EMBEDDING_SIZE)
-    low = contract.LOW_RES_SIZE
-    p_opt, p_max = limits.opt_prompts, limits.max_prompts
-    n_opt, n_max = limits.opt_points, limits.max_points
-    coords, labels, masks, has_mask = contract.DECODER_INPUTS[1:]
-    return {
-        contract.DECODER_INPUTS[0]: ShapeRange(embedding, embedding, embedding),
-        coords: ShapeRange((1, 1, 2), (p_opt, n_opt, 2), (p_max, n_max, 2)),
-        labels: ShapeRange((1, 1), (p_opt, n_opt), (p_max, n_max)),
-        masks: ShapeRange((1, 1, low, low), (p_opt, 1, low, low), (p_max, 1, low, low)),
-        has_mask: ShapeRange((1,), (p_opt,), (p_max,)),
-    }
-
-
-def profiles_for(role: str, limits: ProfileLimits = DEFAULT_LIMITS) -> dict[str, ShapeRange]:
-    if role == "encoder":
-        return encoder_profile(limits)
-    if role == "decoder":
-        return decoder_profile(limits)
-    raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+def profiles_for(model: ModelFile, limits: ProfileLimits = DEFAULT_LIMITS) -> dict[str, ShapeRange]:
+    """The optimization profile of one graph, from its inputs' TensorSpecs in the manifest:
+    a symbolic dimension gets its range from ``limits``, a fixed one stays fixed."""
+    ranges = limits.ranges()
+    profile: dict[str, ShapeRange] = {}
+    for spec in model.inputs:
+        lo: list[int] = []
+        mid: list[int] = []
+        hi: list[int] = []
+        for dim in spec.shape:
+            if isinstance(dim, int):
+                lo.append(dim)
+                mid.append(dim)
+                hi.append(dim)
+                continue
+            if dim not in ranges:
+                raise ValueError(
+                    f"{model.file} input {spec.name} has a dimension {dim!r} that samrt build has no "
+                    f"range for (it knows {', '.join(ranges)}); re-export the model with `samrt export`"
+                )
+            a, b, c = ranges[dim]
+            lo.append(a)
+            mid.append(b)
+            hi.append(c)
+        profile[spec.name] = ShapeRange(tuple(lo), tuple(mid), tuple(hi))
+    return profile
 
 
 # -- engine files and their manifest records ---------------------------------------------
@@ -328,8 +366,8 @@ def _short_version(tensorrt_version: str) -> str:
 def engine_file_name(role: str, precision: str, gpu: GpuInfo, tensorrt_version: str) -> str:
     """E.g. ``encoder.fp32.NVIDIA_H100_80GB_HBM3.sm90.trt10.13.0.engine``: one directory can
     hold the engines of several machines side by side."""
-    if role not in ROLES:
-        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    if role not in contract.ROLES:
+        raise ValueError(f"role must be one of {contract.ROLES}, got {role!r}")
     return (
         f"{role}.{_sanitize(precision)}.{_sanitize(gpu.name)}.{gpu.sm}"
         f".trt{_short_version(tensorrt_version)}{ENGINE_SUFFIX}"
@@ -516,9 +554,14 @@ def read_verified_engine(path: str | Path, record: EngineRecord) -> bytes:
 
 
 def unavailable_reason(
-    engine_dir: str | Path, manifest: Manifest, precision: str = "fp32", device: int = 0
+    engine_dir: str | Path,
+    manifest: Manifest,
+    precision: str = "fp32",
+    roles: Sequence[str] = contract.ROLES,
+    device: int = 0,
 ) -> str | None:
-    """Why ``backend="auto"`` cannot use TensorRT here, or None when it can try.
+    """Why ``backend="auto"`` cannot use TensorRT here for the graphs ``roles``, or None
+    when it can try.
 
     Cheapest checks first: an engine directory without TensorRT records never imports
     TensorRT. The engines' hashes are checked when the backend starts, not here.
@@ -529,7 +572,7 @@ def unavailable_reason(
             return f"no {precision} TensorRT engines in the engine directory (build them with `samrt build`)"
         version = require_tensorrt()
         gpu = current_gpu(device)
-        for role in ROLES:
+        for role in roles:
             find_engine(engine_dir, manifest, role, precision, gpu, version)
     except (BackendUnavailableError, EngineDirError, CudaError) as e:
         return str(e)
@@ -577,13 +620,14 @@ class DeviceBuffer:
 
 
 @dataclass(frozen=True, eq=False)
-class DeviceEmbedding:
-    """An image embedding on the GPU: ``shape`` elements of ``dtype`` at ``buffer`` +
-    ``offset``. Views of one batch share their buffer, which lives as long as any view."""
+class DeviceTensor:
+    """A tensor on the GPU: ``shape`` elements of ``dtype``, C order, at ``buffer`` +
+    ``offset``. Views (:meth:`rows`) share their buffer, which lives as long as any of
+    them; nothing writes into a tensor once it is made."""
 
     buffer: DeviceBuffer
     offset: int
-    shape: tuple[int, int, int, int]
+    shape: tuple[int, ...]
     dtype: np.dtype[Any]
 
     @property
@@ -594,8 +638,24 @@ class DeviceEmbedding:
     def nbytes(self) -> int:
         return math.prod(self.shape) * self.dtype.itemsize
 
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one index along the first axis."""
+        return math.prod(self.shape[1:]) * self.dtype.itemsize
+
     def __len__(self) -> int:
         return self.shape[0]
+
+    def rows(self, start: int, stop: int) -> DeviceTensor:
+        """Rows ``start:stop`` along the first axis as a view: no copy."""
+        if not 0 <= start <= stop <= len(self):
+            raise IndexError(f"rows {start}:{stop} out of range for a tensor of {len(self)}")
+        return DeviceTensor(
+            self.buffer,
+            self.offset + start * self.row_bytes,
+            (stop - start, *self.shape[1:]),
+            self.dtype,
+        )
 
 
 class _Stream:
@@ -710,17 +770,29 @@ def _dims(dims: trt.Dims) -> tuple[int, ...]:
     return tuple(int(dims[i]) for i in range(len(dims)))
 
 
+def _runs(index: npt.NDArray[np.intp]) -> Iterator[tuple[int, int, int]]:
+    """(position, first row, count) of each run of consecutive rows in ``index``."""
+    breaks = np.flatnonzero(np.diff(index) != 1) + 1
+    starts = np.concatenate(([0], breaks))
+    stops = np.concatenate((breaks, [len(index)]))
+    for start, stop in zip(starts.tolist(), stops.tolist(), strict=True):
+        yield start, int(index[start]), stop - start
+
+
 class _Lane:
-    """One stream, one execution context per engine, and device buffers for the host-fed
-    inputs at the profile's maximum size. Used by one call at a time."""
+    """One stream, one execution context per engine, and device buffers at the profile's
+    maximum size for the tensors that cross to or from the host, each allocated when a call
+    first needs it. Used by one call at a time."""
 
     def __init__(self, backend: TensorRTBackend) -> None:
-        cudart = backend._cudart
+        self._cudart = backend._cudart
         self.stream: _Stream | None = None
         self.contexts: dict[str, trt.IExecutionContext] = {}
-        self.buffers: dict[str, DeviceBuffer] = {}
+        self.buffers: dict[tuple[str, str], DeviceBuffer] = {}
+        # Bytes of every I/O tensor at its profile's maximum, by (role, name).
+        self.max_bytes: dict[tuple[str, str], int] = {}
         try:
-            self.stream = _Stream(cudart)
+            self.stream = _Stream(self._cudart)
             for role, engine in backend._engines.items():
                 context = engine.create_execution_context()
                 if context is None:
@@ -730,25 +802,30 @@ class _Lane:
                     )
                 self.contexts[role] = context
             for role, context in self.contexts.items():
-                io = backend._io[role]
                 # Output sizes at the profile's maximum, as the engine computes them.
                 for name, shape in backend._profiles[role].items():
-                    if not context.set_input_shape(name, shape.max):
+                    if not shape.fixed and not context.set_input_shape(name, shape.max):
                         raise EngineDirError(
                             f"the {role} engine rejects its own profile's maximum {name} shape {shape.max}"
                         )
-                for name in backend._lane_tensors[role]:
+                for name, io in backend._io[role].items():
                     dims = _dims(context.get_tensor_shape(name))
-                    if not dims or min(dims) < 1:
+                    if min(dims, default=0) < 0:
                         raise EngineDirError(
                             f"the {role} engine's {name} has no definite maximum shape ({dims})"
                         )
-                    self.buffers[name] = DeviceBuffer(
-                        cudart, math.prod(dims) * io[name].dtype.itemsize
-                    )
+                    # TensorRT needs an address even for an empty tensor: at least one byte.
+                    self.max_bytes[(role, name)] = max(1, math.prod(dims) * io.dtype.itemsize)
         except BaseException:
             self.close()
             raise
+
+    def buffer(self, role: str, name: str) -> DeviceBuffer:
+        key = (role, name)
+        buffer = self.buffers.get(key)
+        if buffer is None:
+            buffer = self.buffers[key] = DeviceBuffer(self._cudart, self.max_bytes[key])
+        return buffer
 
     def close(self) -> None:
         # Contexts go before the engines that made them (the backend drops engines after lanes).
@@ -762,24 +839,31 @@ class _Lane:
 
 
 class TensorRTBackend(Backend):
-    """Runs the engines of an engine directory built for this GPU by ``samrt build``.
+    """Runs the engines of an engine directory built for this GPU by ``samrt build``, one
+    per graph of ``roles``.
 
-    ``max_contexts`` bounds how many calls run at once (each holds one lane: a stream, two
-    execution contexts and its input buffers). Thread-safe. close() (or ``with``) releases
-    the GPU resources; embeddings already returned keep their own memory.
+    ``max_contexts`` bounds how many calls run at once (each holds one lane: a stream, one
+    execution context per engine and its transfer buffers). Thread-safe. close() (or
+    ``with``) releases the GPU resources; tensors already returned keep their own memory.
     """
+
+    on_device = True
 
     def __init__(
         self,
         engine_dir: str | Path,
         manifest: Manifest,
         *,
+        roles: Sequence[str] = contract.ROLES,
         precision: str = "fp32",
         device: int = 0,
         max_contexts: int = 2,
     ) -> None:
         if max_contexts < 1:
             raise ValueError(f"max_contexts must be at least 1, got {max_contexts}")
+        roles = tuple(roles)
+        if not roles or any(role not in contract.GRAPH_IO for role in roles):
+            raise ValueError(f"roles must be some of {contract.ROLES}, got {list(roles)}")
         self._closed = True  # until fully started: close()/__del__ then have nothing to undo
         self._lanes_idle: list[_Lane] = []
         self._lanes_total = 0
@@ -789,14 +873,15 @@ class TensorRTBackend(Backend):
         self._cudart: Any = require_cuda()
         gpu = current_gpu(device)
         root = Path(engine_dir)
-        found = {role: find_engine(root, manifest, role, precision, gpu, version) for role in ROLES}
+        models = manifest.graphs(precision, roles)
+        found = {role: find_engine(root, manifest, role, precision, gpu, version) for role in roles}
         # Every hash is checked before TensorRT sees any engine bytes.
         blobs = {role: read_verified_engine(path, record) for role, (path, record) in found.items()}
 
         import tensorrt as trt
 
         self._device = device
-        self._activate()
+        self._set_device()
         self._messages = TrtMessages()
         self._logger = make_logger(self._messages)
         self._runtime: trt.Runtime = trt.Runtime(self._logger)
@@ -813,41 +898,24 @@ class TensorRTBackend(Backend):
         del blobs
 
         self._io = {
-            "encoder": _engine_io(
-                self._engines["encoder"],
-                found["encoder"][0],
-                (contract.ENCODER_INPUT,),
-                (contract.ENCODER_OUTPUT,),
-            ),
-            "decoder": _engine_io(
-                self._engines["decoder"],
-                found["decoder"][0],
-                contract.DECODER_INPUTS,
-                contract.DECODER_OUTPUTS,
-            ),
+            role: _engine_io(self._engines[role], found[role][0], *contract.GRAPH_IO[role])
+            for role in roles
         }
-        self._profiles = {role: found[role][1].profiles for role in ROLES}
+        self._inputs = {role: {t.name: t for t in models[role].inputs} for role in roles}
+        self._outputs = {role: {t.name: t for t in models[role].outputs} for role in roles}
+        self._profiles = {role: found[role][1].profiles for role in roles}
         self._check_profiles(found)
-        embedding_name = contract.DECODER_INPUTS[0]
-        self._embedding_dtype = self._io["encoder"][contract.ENCODER_OUTPUT].dtype
-        if self._io["decoder"][embedding_name].dtype != self._embedding_dtype:
-            raise EngineDirError(
-                f"the encoder writes {self._embedding_dtype} embeddings but the decoder reads "
-                f"{self._io['decoder'][embedding_name].dtype}; rebuild both with `samrt build {root} --precision {precision}`"
-            )
-        # Tensors that live in lane buffers: the host-fed inputs and the decoder's outputs.
-        # The embedding is not among them: the encoder writes it, and the decoder reads it,
-        # in the embedding's own memory.
-        self._lane_tensors = {
-            "encoder": (contract.ENCODER_INPUT,),
-            "decoder": (*contract.DECODER_INPUTS[1:], *contract.DECODER_OUTPUTS),
-        }
-        encoder_max = self._profiles["encoder"][contract.ENCODER_INPUT].max
-        decoder_max = self._profiles["decoder"][contract.DECODER_INPUTS[1]].max
-        self.max_batch = encoder_max[0]
-        self.max_prompts = decoder_max[0]
-        self.max_points = decoder_max[1]
+        #: The largest size of each symbolic dimension (B, P, N, M) all engines that have it take.
+        self.max_dims: dict[str, int] = {}
+        for role in roles:
+            for name, spec in self._inputs[role].items():
+                for axis, dim in enumerate(spec.shape):
+                    if isinstance(dim, str):
+                        hi = self._profiles[role][name].max[axis]
+                        self.max_dims[dim] = min(hi, self.max_dims.get(dim, hi))
+        self.prompts_per_run = self.max_dims.get("P", DEFAULT_LIMITS.max_prompts)
         self.max_contexts = max_contexts
+        self.roles = roles
         self.precision = precision
         self.gpu = gpu
         self.tensorrt_version = version
@@ -857,17 +925,35 @@ class TensorRTBackend(Backend):
     def _check_profiles(self, found: Mapping[str, tuple[Path, EngineRecord]]) -> None:
         for role, (path, record) in found.items():
             names = {n for n, io in self._io[role].items() if io.is_input}
-            if set(record.profiles) != names:
+            fix = f"rebuild it with `samrt build {path.parent} --precision {record.precision}`"
+            if set(record.profiles) != names or set(self._inputs[role]) != names:
                 raise EngineDirError(
                     f"{path}: its record has profiles for {sorted(record.profiles)}, the engine's inputs are "
-                    f"{sorted(names)}; rebuild it with `samrt build`"
+                    f"{sorted(names)} and the manifest's {sorted(self._inputs[role])}; {fix}"
                 )
+            for name, spec in self._inputs[role].items():
+                shape = record.profiles[name]
+                fits = len(shape.max) == len(spec.shape) and all(
+                    isinstance(dim, str) or shape.min[axis] == dim == shape.max[axis]
+                    for axis, dim in enumerate(spec.shape)
+                )
+                if not fits:
+                    raise EngineDirError(
+                        f"{path}: its profile for {name} ({shape.min}..{shape.max}) does not fit the "
+                        f"manifest's {list(spec.shape)}; {fix}"
+                    )
 
     # -- lanes -----------------------------------------------------------------------------
 
-    def _activate(self) -> None:
+    def _set_device(self) -> None:
         # The CUDA device is per thread; every entry point may be a new thread.
         cuda_call(self._cudart, "cudaSetDevice", self._cudart.cudaSetDevice(self._device))
+
+    def _activate(self) -> None:
+        # Nothing is allocated for a closed backend (a lane would refuse it later anyway).
+        if self._closed:
+            raise BackendClosedError(f"{self.name} was closed")
+        self._set_device()
 
     @contextmanager
     def _lane(self) -> Iterator[_Lane]:
@@ -925,7 +1011,7 @@ class TensorRTBackend(Backend):
                 self._cond.wait()
             lanes, self._lanes_idle = self._lanes_idle, []
             self._lanes_total = 0
-        self._activate()
+        self._set_device()
         for lane in lanes:
             lane.close()
         # Engines before the runtime that deserialized them.
@@ -946,45 +1032,44 @@ class TensorRTBackend(Backend):
 
     # -- transfers -------------------------------------------------------------------------
 
-    def _upload(self, lane: _Lane, name: str, array: npt.NDArray[Any]) -> None:
-        buffer = lane.buffers[name]
-        if array.nbytes > buffer.nbytes:
-            raise ValueError(f"{name} of shape {array.shape} exceeds the engine profile's maximum")
+    def _copy(self, lane: _Lane, dst: int, src: int, nbytes: int, kind: str, what: str) -> None:
+        if nbytes == 0:
+            return
         assert lane.stream is not None
         cuda_call(
             self._cudart,
-            f"cudaMemcpyAsync({name}, host to device)",
+            f"cudaMemcpyAsync({what}, {kind})",
             self._cudart.cudaMemcpyAsync(
-                buffer.ptr,
-                array.ctypes.data,
-                array.nbytes,
-                self._cudart.cudaMemcpyKind.cudaMemcpyHostToDevice,
-                lane.stream.handle,
+                dst, src, nbytes, getattr(self._cudart.cudaMemcpyKind, kind), lane.stream.handle
             ),
         )
 
-    def _download(self, lane: _Lane, device_ptr: int, out: npt.NDArray[Any]) -> None:
-        assert lane.stream is not None
-        cuda_call(
-            self._cudart,
-            "cudaMemcpyAsync(device to host)",
-            self._cudart.cudaMemcpyAsync(
-                out.ctypes.data,
-                device_ptr,
-                out.nbytes,
-                self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost,
-                lane.stream.handle,
-            ),
+    def _upload(
+        self, lane: _Lane, buffer: DeviceBuffer, name: str, array: npt.NDArray[Any]
+    ) -> None:
+        if array.nbytes > buffer.nbytes:
+            raise ValueError(f"{name} of shape {array.shape} exceeds the engine profile's maximum")
+        self._copy(
+            lane, buffer.ptr, array.ctypes.data, array.nbytes, "cudaMemcpyHostToDevice", name
         )
+
+    def _download(self, lane: _Lane, device_ptr: int, out: npt.NDArray[Any], name: str) -> None:
+        self._copy(lane, out.ctypes.data, device_ptr, out.nbytes, "cudaMemcpyDeviceToHost", name)
 
     def _bind(self, context: trt.IExecutionContext, name: str, ptr: int) -> None:
         if not context.set_tensor_address(name, ptr):
             raise CudaError(f"TensorRT refused the address of {name}: {self._messages.summary()}")
 
-    def _set_shape(self, context: trt.IExecutionContext, name: str, shape: tuple[int, ...]) -> None:
+    def _set_shape(
+        self, context: trt.IExecutionContext, role: str, name: str, shape: tuple[int, ...]
+    ) -> None:
+        # An input of one shape only (checked against it already) is static in the engine.
+        if self._profiles[role][name].fixed:
+            return
         if not context.set_input_shape(name, shape):
             raise ValueError(
-                f"{name} of shape {shape} is outside the engine's optimization profile"
+                f"{role} input {name} of shape {list(shape)} is outside the TensorRT engine's "
+                f"optimization profile ({self._messages.summary()}); rebuild it with `samrt build`"
             )
 
     def _execute(self, lane: _Lane, role: str) -> None:
@@ -992,180 +1077,241 @@ class TensorRTBackend(Backend):
         if not lane.contexts[role].execute_async_v3(lane.stream.handle):
             raise CudaError(f"TensorRT {role} execution failed: {self._messages.summary()}")
 
+    # -- shapes ----------------------------------------------------------------------------
+
+    def _check_input(
+        self, role: str, spec: TensorSpec, shape: tuple[int, ...], dims: dict[str, int]
+    ) -> None:
+        """An input's shape against the manifest's spec (recording the sizes of symbolic
+        dims) and the engine's profile; ValueError naming the `samrt build` option to raise."""
+        if len(shape) != len(spec.shape):
+            raise ValueError(
+                f"{role} input {spec.name} must have {len(spec.shape)} dimensions {list(spec.shape)}, "
+                f"got shape {list(shape)}"
+            )
+        profile = self._profiles[role][spec.name]
+        for axis, (want, got) in enumerate(zip(spec.shape, shape, strict=True)):
+            if (want if isinstance(want, int) else dims.setdefault(want, got)) != got:
+                raise ValueError(
+                    f"{role} input {spec.name} has shape {list(shape)}, which does not fit "
+                    f"{list(spec.shape)} (with {dims})"
+                )
+            lo, hi = profile.min[axis], profile.max[axis]
+            if lo <= got <= hi:
+                continue
+            dim = DIMENSIONS.get(want) if isinstance(want, str) else None
+            what = f"{got} {dim.what} ({want})" if dim is not None else f"{got} at axis {axis}"
+            if got > hi and dim is not None and dim.option is not None:
+                fix = f"rebuild the engines with a larger `samrt build {dim.option}`"
+            elif dim is not None and dim.option is None:
+                fix = "samrt's graphs take no other size"
+            else:
+                fix = "rebuild the engines with this samrt's `samrt build`"
+            raise ValueError(
+                f"{role} input {spec.name} of shape {list(shape)} has {what}: the TensorRT {role} "
+                f"engine was built for {lo} to {hi}; {fix}"
+            )
+
+    def _check_output(
+        self, role: str, spec: TensorSpec, shape: tuple[int, ...], dims: Mapping[str, int]
+    ) -> None:
+        fits = len(shape) == len(spec.shape) and all(
+            got == (want if isinstance(want, int) else dims.get(want, got))
+            for want, got in zip(spec.shape, shape, strict=False)
+        )
+        if not fits:
+            raise EngineDirError(
+                f"the {role} engine's {spec.name} has shape {list(shape)}, the manifest declares "
+                f"{list(spec.shape)} (with {dims}); rebuild it with `samrt build`"
+            )
+
     # -- Backend ---------------------------------------------------------------------------
 
-    def encode(self, images: FloatArray) -> Embedding:
-        size = contract.IMAGE_SIZE
-        if images.ndim != 4 or images.shape[1:] != (3, size, size) or images.shape[0] < 1:
+    def run(
+        self,
+        role: str,
+        inputs: Mapping[str, Tensor],
+        outputs: Sequence[str],
+        *,
+        to_host: Collection[str] = (),
+    ) -> dict[str, Tensor]:
+        if role not in self._engines:
+            if self._closed and role in self.roles:
+                raise BackendClosedError(f"{self.name} was closed")
+            raise ValueError(f"this backend has no {role} engine (it has {', '.join(self.roles)})")
+        io = self._io[role]
+        specs_in, specs_out = self._inputs[role], self._outputs[role]
+        unknown = sorted(set(inputs) - set(specs_in))
+        missing = [name for name in specs_in if name not in inputs]
+        if unknown or missing:
             raise ValueError(
-                f"images must have shape [B,3,{size},{size}] with B >= 1, got {images.shape}"
+                f"the {role} graph takes the inputs {list(specs_in)}, got {sorted(inputs)}"
             )
-        images = np.ascontiguousarray(
-            images, dtype=self._io["encoder"][contract.ENCODER_INPUT].dtype
-        )
-        batch = images.shape[0]
-        shape = (batch, contract.EMBEDDING_DIM, contract.EMBEDDING_SIZE, contract.EMBEDDING_SIZE)
-        per_image = math.prod(shape[1:]) * self._embedding_dtype.itemsize
+        wrong = [name for name in outputs if name not in specs_out]
+        if wrong or len(set(outputs)) != len(outputs):
+            raise ValueError(
+                f"the {role} graph's outputs are {list(specs_out)}, asked for {list(outputs)}"
+            )
+        stray = sorted(set(to_host) - set(outputs))
+        if stray:
+            raise ValueError(f"to_host names {stray}, which are not among the outputs asked for")
+
+        # Everything is checked before any device work.
+        dims: dict[str, int] = {}
+        host: dict[str, npt.NDArray[Any]] = {}
+        device: dict[str, DeviceTensor] = {}
+        for name, value in inputs.items():
+            dtype = io[name].dtype
+            if isinstance(value, DeviceTensor):
+                if value.dtype != dtype:
+                    raise TypeError(
+                        f"{role} input {name} is a {value.dtype} device tensor, the engine takes {dtype}"
+                    )
+                device[name] = value
+                shape = value.shape
+            elif isinstance(value, np.ndarray):
+                # To the engine's I/O dtype (float16 where a graph was built to take it).
+                host[name] = np.ascontiguousarray(value, dtype=dtype)
+                shape = host[name].shape
+            else:
+                raise TypeError(
+                    f"{role} input {name}: the TensorRT backend takes numpy arrays and its own "
+                    f"DeviceTensors, got {type(value).__name__}"
+                )
+            self._check_input(role, specs_in[name], shape, dims)
+
         self._activate()
-        output = DeviceBuffer(self._cudart, batch * per_image)
+        made: list[DeviceBuffer] = []
+        results: dict[str, Tensor] = {}
         try:
             with self._lane() as lane:
-                context = lane.contexts["encoder"]
-                for start in range(0, batch, self.max_batch):
-                    chunk = images[start : start + self.max_batch]
-                    self._upload(lane, contract.ENCODER_INPUT, chunk)
-                    self._set_shape(context, contract.ENCODER_INPUT, chunk.shape)
-                    self._bind(
-                        context, contract.ENCODER_INPUT, lane.buffers[contract.ENCODER_INPUT].ptr
-                    )
-                    # The encoder writes straight into the embedding's own memory.
-                    self._bind(context, contract.ENCODER_OUTPUT, output.ptr + start * per_image)
-                    produced = _dims(context.get_tensor_shape(contract.ENCODER_OUTPUT))
-                    if produced != (len(chunk), *shape[1:]):
-                        raise EngineDirError(
-                            f"the encoder engine produces {produced}, samrt expects {(len(chunk), *shape[1:])}"
-                        )
-                    self._execute(lane, "encoder")
+                context = lane.contexts[role]
+                for name, array in host.items():
+                    buffer = lane.buffer(role, name)
+                    self._upload(lane, buffer, name, array)
+                    self._set_shape(context, role, name, array.shape)
+                    self._bind(context, name, buffer.ptr)
+                for name, tensor in device.items():
+                    # Read in place: no copy, unless a view starts where TensorRT cannot
+                    # read (its I/O addresses are 256-byte aligned, as cudaMalloc's are).
+                    ptr = tensor.ptr
+                    if ptr % _ALIGNMENT:
+                        buffer = lane.buffer(role, name)
+                        self._copy(lane, buffer.ptr, ptr, tensor.nbytes, _D2D, name)
+                        ptr = buffer.ptr
+                    self._set_shape(context, role, name, tensor.shape)
+                    self._bind(context, name, ptr)
+                downloads: list[tuple[str, DeviceBuffer, npt.NDArray[Any]]] = []
+                for name, tensor_io in io.items():
+                    if tensor_io.is_input:
+                        continue
+                    shape = _dims(context.get_tensor_shape(name))
+                    self._check_output(role, specs_out[name], shape, dims)
+                    if name in outputs and name not in to_host:
+                        # Its own memory, owned by the tensor returned.
+                        nbytes = math.prod(shape) * tensor_io.dtype.itemsize
+                        buffer = DeviceBuffer(self._cudart, max(1, nbytes))
+                        made.append(buffer)
+                        results[name] = DeviceTensor(buffer, 0, shape, tensor_io.dtype)
+                    else:
+                        # For the host, or not asked for (TensorRT writes every output).
+                        buffer = lane.buffer(role, name)
+                        if name in to_host:
+                            array = np.empty(shape, dtype=tensor_io.dtype)
+                            downloads.append((name, buffer, array))
+                            results[name] = array
+                    self._bind(context, name, buffer.ptr)
+                self._execute(lane, role)
+                for name, buffer, array in downloads:
+                    self._download(lane, buffer.ptr, array, name)
                 assert lane.stream is not None
-                # Complete before returning: the embedding may be decoded on another lane's stream.
+                # Complete before returning: what it made may be read on another lane's stream.
                 lane.stream.synchronize()
         except BaseException:
-            output.close()
+            for buffer in made:
+                buffer.close()
             raise
-        return DeviceEmbedding(output, 0, shape, self._embedding_dtype)
+        for name in to_host:
+            # In the manifest's dtypes, whatever the engine's I/O types.
+            want = np.dtype(specs_out[name].dtype)
+            if results[name].dtype != want:
+                results[name] = results[name].astype(want)
+        return {name: results[name] for name in outputs}
 
-    def decode(
-        self,
-        embedding: Embedding,
-        point_coords: FloatArray,
-        point_labels: FloatArray,
-        mask_input: FloatArray,
-        has_mask_input: FloatArray,
-    ) -> tuple[FloatArray, FloatArray]:
-        image = self._own_embedding(embedding)
-        if len(image) != 1:
-            raise ValueError(
-                f"decode takes one image's embedding, got a batch of {len(image)} (use select_embedding)"
-            )
-        names = contract.DECODER_INPUTS
-        dtypes = {name: self._io["decoder"][name].dtype for name in names[1:]}
-        coords = np.ascontiguousarray(point_coords, dtype=dtypes[names[1]])
-        labels = np.ascontiguousarray(point_labels, dtype=dtypes[names[2]])
-        masks = np.ascontiguousarray(mask_input, dtype=dtypes[names[3]])
-        has_mask = np.ascontiguousarray(has_mask_input, dtype=dtypes[names[4]])
-        low = contract.LOW_RES_SIZE
-        if coords.ndim != 3 or coords.shape[2] != 2 or coords.shape[0] < 1 or coords.shape[1] < 1:
-            raise ValueError(
-                f"point_coords must have shape [P,N,2] with P, N >= 1, got {coords.shape}"
-            )
-        n_prompts, n_points = coords.shape[:2]
-        if labels.shape != (n_prompts, n_points):
-            raise ValueError(
-                f"point_labels must have shape {(n_prompts, n_points)}, got {labels.shape}"
-            )
-        if masks.shape != (n_prompts, 1, low, low):
-            raise ValueError(
-                f"mask_input must have shape {(n_prompts, 1, low, low)}, got {masks.shape}"
-            )
-        if has_mask.shape != (n_prompts,):
-            raise ValueError(f"has_mask_input must have shape {(n_prompts,)}, got {has_mask.shape}")
-        if n_points > self.max_points:
-            raise ValueError(
-                f"{n_points} points per prompt: the TensorRT decoder was built for at most {self.max_points}; "
-                "rebuild it with a larger `samrt build --max-points`"
-            )
+    def to_numpy(self, tensor: Tensor) -> npt.NDArray[Any]:
+        if isinstance(tensor, np.ndarray):
+            return tensor
+        source = self._own(tensor)
+        host = np.empty(source.shape, dtype=source.dtype)
+        if host.nbytes:
+            self._activate()
+            with self._lane() as lane:
+                self._download(lane, source.ptr, host, "to_numpy")
+                assert lane.stream is not None
+                lane.stream.synchronize()
+        return host
 
+    def from_numpy(self, array: npt.NDArray[Any]) -> Tensor:
+        host = np.ascontiguousarray(array)
         self._activate()
-        results: dict[str, npt.NDArray[Any]] = {}
-        with self._lane() as lane:
-            context = lane.contexts["decoder"]
-            for start in range(0, n_prompts, self.max_prompts):
-                stop = min(start + self.max_prompts, n_prompts)
-                for name, array in zip(names[1:], (coords, labels, masks, has_mask)):
-                    part = array[start:stop]
-                    self._upload(lane, name, part)
-                    self._set_shape(context, name, part.shape)
-                    self._bind(context, name, lane.buffers[name].ptr)
-                self._set_shape(context, names[0], image.shape)
-                self._bind(context, names[0], image.ptr)
-                for name in contract.DECODER_OUTPUTS:
-                    produced = _dims(context.get_tensor_shape(name))
-                    if name not in results:
-                        results[name] = np.empty(
-                            (n_prompts, *produced[1:]), dtype=self._io["decoder"][name].dtype
-                        )
-                    if produced != (stop - start, *results[name].shape[1:]):
-                        raise EngineDirError(
-                            f"the decoder engine's {name} has shape {produced} for {stop - start} prompts"
-                        )
-                    self._bind(context, name, lane.buffers[name].ptr)
-                self._execute(lane, "decoder")
-                for name in contract.DECODER_OUTPUTS:
-                    # Only scores and low-res logits come back to the host.
-                    self._download(lane, lane.buffers[name].ptr, results[name][start:stop])
-            assert lane.stream is not None
-            lane.stream.synchronize()
-        iou = np.asarray(results[contract.DECODER_OUTPUTS[0]], dtype=np.float32)
-        low_res = np.asarray(results[contract.DECODER_OUTPUTS[1]], dtype=np.float32)
-        return iou, low_res
-
-    def embedding_to_numpy(self, embedding: Embedding) -> FloatArray:
-        image = self._own_embedding(embedding)
-        host = np.empty(image.shape, dtype=image.dtype)
-        self._activate()
-        cuda_call(
-            self._cudart,
-            "cudaMemcpy(embedding, device to host)",
-            self._cudart.cudaMemcpy(
-                host.ctypes.data,
-                image.ptr,
-                image.nbytes,
-                self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost,
-            ),
-        )
-        return np.asarray(host, dtype=np.float32)
-
-    def embedding_from_numpy(self, array: FloatArray) -> Embedding:
-        expected = (1, contract.EMBEDDING_DIM, contract.EMBEDDING_SIZE, contract.EMBEDDING_SIZE)
-        if array.shape != expected:
-            raise ValueError(f"embedding must have shape {expected}, got {array.shape}")
-        host = np.ascontiguousarray(array, dtype=self._embedding_dtype)
-        self._activate()
-        buffer = DeviceBuffer(self._cudart, host.nbytes)
+        buffer = DeviceBuffer(self._cudart, max(1, host.nbytes))
         try:
-            cuda_call(
-                self._cudart,
-                "cudaMemcpy(embedding, host to device)",
-                self._cudart.cudaMemcpy(
-                    buffer.ptr,
-                    host.ctypes.data,
-                    host.nbytes,
-                    self._cudart.cudaMemcpyKind.cudaMemcpyHostToDevice,
-                ),
-            )
+            if host.nbytes:
+                with self._lane() as lane:
+                    self._upload(lane, buffer, "from_numpy", host)
+                    assert lane.stream is not None
+                    lane.stream.synchronize()
         except BaseException:
             buffer.close()
             raise
-        return DeviceEmbedding(buffer, 0, expected, self._embedding_dtype)
+        return DeviceTensor(buffer, 0, tuple(host.shape), host.dtype)
 
-    def select_embedding(self, embedding: Embedding, index: int) -> Embedding:
-        batch = self._own_embedding(embedding)
-        if not 0 <= index < len(batch):
-            raise IndexError(f"image index {index} out of range for a batch of {len(batch)}")
-        per_image = batch.nbytes // len(batch)
-        # A view: no copy, and the batch's memory lives as long as this view.
-        return DeviceEmbedding(
-            batch.buffer, batch.offset + index * per_image, (1, *batch.shape[1:]), batch.dtype
-        )
+    def nbytes(self, tensor: Tensor) -> int:
+        if isinstance(tensor, DeviceTensor):
+            return tensor.nbytes
+        return int(tensor.nbytes)
 
-    def _own_embedding(self, embedding: Embedding) -> DeviceEmbedding:
-        if not isinstance(embedding, DeviceEmbedding):
+    def take(self, tensor: Tensor, rows: npt.NDArray[np.intp]) -> Tensor:
+        if isinstance(tensor, np.ndarray):
+            return tensor[rows]
+        source = self._own(tensor)
+        index = np.asarray(rows)
+        if index.ndim != 1 or (index.size and not np.issubdtype(index.dtype, np.integer)):
             raise TypeError(
-                f"the TensorRT backend takes embeddings it made (DeviceEmbedding), got {type(embedding).__name__}; "
-                "convert host arrays with embedding_from_numpy"
+                f"rows must be a 1-D integer array, got {index.dtype} of shape {index.shape}"
             )
-        if embedding.dtype != self._embedding_dtype:
+        index = index.astype(np.intp, copy=False)
+        count = len(source)
+        if index.size and (index.min() < -count or index.max() >= count):
+            raise IndexError(f"rows out of range for a tensor of {count}")
+        index = np.where(index < 0, index + count, index)
+        row = source.row_bytes
+        self._activate()
+        buffer = DeviceBuffer(self._cudart, max(1, len(index) * row))
+        try:
+            if len(index) and row:
+                with self._lane() as lane:
+                    # Device to device, one copy per run of consecutive rows.
+                    for position, first, length in _runs(index):
+                        self._copy(
+                            lane,
+                            buffer.ptr + position * row,
+                            source.ptr + first * row,
+                            length * row,
+                            _D2D,
+                            "take",
+                        )
+                    assert lane.stream is not None
+                    lane.stream.synchronize()
+        except BaseException:
+            buffer.close()
+            raise
+        return DeviceTensor(buffer, 0, (len(index), *source.shape[1:]), source.dtype)
+
+    def _own(self, tensor: Tensor) -> DeviceTensor:
+        if not isinstance(tensor, DeviceTensor):
             raise TypeError(
-                f"embedding of dtype {embedding.dtype}, this backend's engines use {self._embedding_dtype}"
+                f"the TensorRT backend's tensors are the DeviceTensors it made, got {type(tensor).__name__}; "
+                "convert host arrays with from_numpy"
             )
-        return embedding
+        return tensor
