@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -512,3 +514,25 @@ def test_vit_b_fp16_predictor_matches_fp32(
     _check_pair(
         PrecisionPair(vit_b_fp16_model.engine_dir, sample_image("truck.jpg")), record_property
     )
+
+
+def test_onnxruntime_warnings_do_not_reach_the_terminal(tiny_fp16_model: Any) -> None:
+    # Bug: loading an fp16 engine printed ONNX Runtime's "Could not find a CPU kernel and
+    # hence can't constant fold" warnings on stderr (a plain session does, see below). The
+    # library must not print: only errors, which it raises, may surface.
+    engine = tiny_fp16_model.engine_dir
+    plain = (
+        "import onnxruntime as ort, sys\n"
+        "ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n"
+    )
+    ours = (
+        "import numpy as np, samrt, sys\n"
+        "p = samrt.Predictor(sys.argv[1], 'onnxruntime-cpu', precision='fp16')\n"
+        "p.set_image(np.zeros((64, 96, 3), np.uint8))\n"
+        "p.predict(point_coords=np.array([[10, 20]]), point_labels=np.array([1]))\n"
+    )
+    graph = engine / fp16.SPECS[contract.DECODER_PROMPTS].file
+    control = subprocess.run([sys.executable, "-c", plain, str(graph)], capture_output=True, text=True, check=True)
+    assert "constant fold" in control.stderr  # the warnings this test is about exist
+    quiet = subprocess.run([sys.executable, "-c", ours, str(engine)], capture_output=True, text=True, check=True)
+    assert quiet.stdout == "" and quiet.stderr == ""

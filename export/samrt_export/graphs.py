@@ -24,14 +24,14 @@ EXTERNAL_DATA_THRESHOLD_BYTES = 1_500_000_000
 
 ENCODER_INPUTS = (
     TensorSpec(
-        contract.ENCODER_INPUT, "float32", ("B", 3, contract.IMAGE_SIZE, contract.IMAGE_SIZE)
+        contract.ENCODER_INPUT, "float32", (contract.DIM_IMAGES, 3, contract.IMAGE_SIZE, contract.IMAGE_SIZE)
     ),
 )
 ENCODER_OUTPUTS = (
     TensorSpec(
         contract.ENCODER_OUTPUT,
         "float32",
-        ("B", contract.EMBEDDING_DIM, contract.EMBEDDING_SIZE, contract.EMBEDDING_SIZE),
+        (contract.DIM_IMAGES, contract.EMBEDDING_DIM, contract.EMBEDDING_SIZE, contract.EMBEDDING_SIZE),
     ),
 )
 _TOKENS = contract.EMBEDDING_SIZE * contract.EMBEDDING_SIZE
@@ -48,22 +48,22 @@ DECODER_IMAGE_OUTPUTS = tuple(
 )
 _COORDS, _LABELS, _MASK_INPUT, _HAS_MASK = contract.PROMPT_INPUTS
 PROMPT_INPUTS = (
-    TensorSpec(_COORDS, "float32", ("P", "N", 2)),
-    TensorSpec(_LABELS, "float32", ("P", "N")),
-    TensorSpec(_MASK_INPUT, "float32", ("P", 1, contract.LOW_RES_SIZE, contract.LOW_RES_SIZE)),
-    TensorSpec(_HAS_MASK, "float32", ("P",)),
+    TensorSpec(_COORDS, "float32", (contract.DIM_PROMPTS, contract.DIM_POINTS, 2)),
+    TensorSpec(_LABELS, "float32", (contract.DIM_PROMPTS, contract.DIM_POINTS)),
+    TensorSpec(_MASK_INPUT, "float32", (contract.DIM_PROMPTS, 1, contract.LOW_RES_SIZE, contract.LOW_RES_SIZE)),
+    TensorSpec(_HAS_MASK, "float32", (contract.DIM_PROMPTS,)),
 )
 _IOU, _MASK_WEIGHTS, _PROMPT_TOKENS = contract.DECODER_PROMPTS_OUTPUTS
 _MASK_WEIGHTS_SPEC = TensorSpec(
-    _MASK_WEIGHTS, "float32", ("P", contract.NUM_MASK_OUTPUTS, contract.MASK_WEIGHT_DIM)
+    _MASK_WEIGHTS, "float32", (contract.DIM_PROMPTS, contract.NUM_MASK_OUTPUTS, contract.MASK_WEIGHT_DIM)
 )
 # decoder_masks makes the masks whose weights it is given (M of the 4: the multimask
 # three, or the single mask), so a caller pays only for the masks it wants.
-_CHOSEN_WEIGHTS_SPEC = TensorSpec(_MASK_WEIGHTS, "float32", ("P", "M", contract.MASK_WEIGHT_DIM))
-_PROMPT_TOKENS_SPEC = TensorSpec(_PROMPT_TOKENS, "float32", ("P", _TOKENS, contract.EMBEDDING_DIM))
+_CHOSEN_WEIGHTS_SPEC = TensorSpec(_MASK_WEIGHTS, "float32", (contract.DIM_PROMPTS, contract.DIM_MASKS, contract.MASK_WEIGHT_DIM))
+_PROMPT_TOKENS_SPEC = TensorSpec(_PROMPT_TOKENS, "float32", (contract.DIM_PROMPTS, _TOKENS, contract.EMBEDDING_DIM))
 DECODER_PROMPTS_INPUTS = (*DECODER_IMAGE_OUTPUTS, *PROMPT_INPUTS)
 DECODER_PROMPTS_OUTPUTS = (
-    TensorSpec(_IOU, "float32", ("P", contract.NUM_MASK_OUTPUTS)),
+    TensorSpec(_IOU, "float32", (contract.DIM_PROMPTS, contract.NUM_MASK_OUTPUTS)),
     _MASK_WEIGHTS_SPEC,
     _PROMPT_TOKENS_SPEC,
 )
@@ -72,7 +72,7 @@ DECODER_MASKS_OUTPUTS = (
     TensorSpec(
         contract.DECODER_MASKS_OUTPUTS[0],
         "float32",
-        ("P", "M", contract.LOW_RES_SIZE, contract.LOW_RES_SIZE),
+        (contract.DIM_PROMPTS, contract.DIM_MASKS, contract.LOW_RES_SIZE, contract.LOW_RES_SIZE),
     ),
 )
 
@@ -202,7 +202,7 @@ def decoder_example_inputs(role: str) -> tuple[torch.Tensor, ...]:
     """Example inputs to trace a decoder graph with, from its spec: sizes of 2 and 3 for
     the dynamic dimensions, so that none is traced at 1 (see above); prompts with a box,
     points and padding."""
-    sizes = {"P": 2, "N": 3, "M": 3}
+    sizes = {contract.DIM_PROMPTS: 2, contract.DIM_POINTS: 3, contract.DIM_MASKS: 3}
     inputs = []
     for spec in SPECS[role].inputs:
         shape = tuple(sizes[d] if isinstance(d, str) else d for d in spec.shape)

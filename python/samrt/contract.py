@@ -61,6 +61,12 @@ ROLES: Final = (ENCODER, DECODER_IMAGE, DECODER_PROMPTS, DECODER_MASKS)
 DECODER_ROLES: Final = (DECODER_IMAGE, DECODER_PROMPTS, DECODER_MASKS)
 
 # Tensor names of the graphs.
+# The graphs' dynamic dimensions, as the manifest's TensorSpecs name them.
+DIM_IMAGES: Final = "B"  # images per encoder run
+DIM_PROMPTS: Final = "P"  # prompts per decoder run
+DIM_POINTS: Final = "N"  # points per prompt (0 for a mask input alone, or no prompt)
+DIM_MASKS: Final = "M"  # masks per prompt that decoder_masks upscales (1 or 3)
+
 ENCODER_INPUT: Final = "image"
 ENCODER_OUTPUT: Final = "image_embeddings"
 DECODER_IMAGE_INPUTS: Final = (ENCODER_OUTPUT,)

@@ -272,10 +272,10 @@ class _Dimension:
 
 # The symbolic dimension names of the exported graphs' TensorSpecs (see the manifest).
 DIMENSIONS: Final[Mapping[str, _Dimension]] = {
-    "B": _Dimension("images per call", "--max-batch"),
-    "P": _Dimension("prompts per call", "--max-prompts"),
-    "N": _Dimension("points per prompt", "--max-points"),
-    "M": _Dimension("masks per prompt", None),
+    contract.DIM_IMAGES: _Dimension("images per call", "--max-batch"),
+    contract.DIM_PROMPTS: _Dimension("prompts per call", "--max-prompts"),
+    contract.DIM_POINTS: _Dimension("points per prompt", "--max-points"),
+    contract.DIM_MASKS: _Dimension("masks per prompt", None),
 }
 
 
@@ -311,10 +311,10 @@ class ProfileLimits:
     def ranges(self) -> dict[str, tuple[int, int, int]]:
         """(min, opt, max) by symbolic dimension name (see DIMENSIONS)."""
         return {
-            "B": (1, self.opt_batch, self.max_batch),
-            "P": (1, self.opt_prompts, self.max_prompts),
-            "N": (0, self.opt_points, self.max_points),
-            "M": (1, self.opt_masks, contract.NUM_MASK_OUTPUTS),
+            contract.DIM_IMAGES: (1, self.opt_batch, self.max_batch),
+            contract.DIM_PROMPTS: (1, self.opt_prompts, self.max_prompts),
+            contract.DIM_POINTS: (0, self.opt_points, self.max_points),
+            contract.DIM_MASKS: (1, self.opt_masks, contract.NUM_MASK_OUTPUTS),
         }
 
 
@@ -913,7 +913,7 @@ class TensorRTBackend(Backend):
                     if isinstance(dim, str):
                         hi = self._profiles[role][name].max[axis]
                         self.max_dims[dim] = min(hi, self.max_dims.get(dim, hi))
-        self.prompts_per_run = self.max_dims.get("P", DEFAULT_LIMITS.max_prompts)
+        self.prompts_per_run = self.max_dims.get(contract.DIM_PROMPTS, DEFAULT_LIMITS.max_prompts)
         self.max_contexts = max_contexts
         self.roles = roles
         self.precision = precision
