@@ -356,7 +356,12 @@ def _run(
             ray.data.from_items(rows, override_num_blocks=min(len(rows), _MAX_INPUT_BLOCKS))
             # Reads take no CPU: the actors hold the cluster's CPUs (with readers taking
             # CPUs too, a fully packed cluster waits forever).
-            .map_batches(read_images, batch_size=1, num_cpus=0, concurrency=max(2, n_actors))
+            .map_batches(
+                read_images,
+                batch_size=1,
+                num_cpus=0,
+                compute=ray.data.TaskPoolStrategy(size=max(2, n_actors)),
+            )
             .map_batches(
                 SegmentActor,
                 fn_constructor_kwargs={
@@ -368,7 +373,7 @@ def _run(
                 },
                 batch_size=1,
                 batch_format="numpy",
-                concurrency=n_actors,
+                compute=ray.data.ActorPoolStrategy(size=n_actors),
                 **actor_args,
             )
         )
