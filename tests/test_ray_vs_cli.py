@@ -68,9 +68,15 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return folder, reference
 
 
-def _samrt(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def _samrt(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "samrt.cli", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "samrt.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -164,8 +170,8 @@ def _alive_segment_actors() -> int:
 def test_driver_killed_mid_run_then_rerun_redoes_only_the_missing(
     ray_cluster: str, tiny_model: Any, tmp_path: Path
 ) -> None:
-    """The command line: `samrt segment --ray ADDRESS` killed, run again, equal to `samrt
-    segment` without Ray."""
+    """The command line: `samrt segment --ray ADDRESS` killed, run again with `--ray` (auto:
+    it joins the cluster RAY_ADDRESS names), equal to `samrt segment` without Ray."""
     folder = tmp_path / "images"
     folder.mkdir()
     n_images = 24
@@ -196,10 +202,11 @@ def test_driver_killed_mid_run_then_rerun_redoes_only_the_missing(
     done_before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
     assert 2 <= len(done_before) < n_images, "the run finished before it could be killed"
 
-    rerun = _samrt(*ray_args)
+    rerun_args = [*ray_args[: ray_args.index("--ray") + 1], "--actors", "2"]
+    rerun = _samrt(*rerun_args, env={"RAY_ADDRESS": ray_cluster})
     assert rerun.returncode == 0, rerun.stderr
     assert f"{n_images - len(done_before)} segmented, {len(done_before)} up to date" in rerun.stdout
-    assert "joined the Ray cluster at" in rerun.stderr
+    assert f"joined the running Ray cluster at {ray_cluster}" in rerun.stderr
     report = json.loads((out / REPORT_FILE).read_text())
     assert (report["done"], report["skipped"], report["failed"]) == (
         n_images - len(done_before), len(done_before), 0,
@@ -208,3 +215,20 @@ def test_driver_killed_mid_run_then_rerun_redoes_only_the_missing(
     assert {name: (out / name).stat().st_mtime_ns for name in done_before} == done_before
     assert no_temporaries(out)
     assert_same_results(out, reference)
+
+
+def test_ray_local_starts_a_cluster_for_the_run(tiny_model: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(_photo(90 + i)).save(folder / f"p{i}.jpg")
+    out = tmp_path / "out"
+    result = _samrt("segment", str(folder), "--engine", str(tiny_model.engine_dir), "--out", str(out),
+                    "--format", "coco", *FAST, "--ray", "local", "--threads-per-actor", "1")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "started a local Ray cluster for this run" in result.stderr
+    assert "2 segmented, 0 up to date, 0 failed" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == [
+        "coco_annotations.json", "p0.jpg.json", "p1.jpg.json", REPORT_FILE,
+    ]  # fmt: skip
+    assert len(json.loads((out / "coco_annotations.json").read_text())["images"]) == 2
