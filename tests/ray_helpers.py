@@ -49,7 +49,9 @@ def scene_folder(folder: Path, n: int, *, seed: int = 0, kinds: bool = True) -> 
     sizes = [(96, 128), (120, 90), (64, 160), (100, 100)]
     for i in range(n):
         h, w = sizes[i % len(sizes)]
-        Image.fromarray(make_scene(h, w, seed=seed + i, n_objects=8)).save(folder / f"scene{i:02d}.png")
+        Image.fromarray(make_scene(h, w, seed=seed + i, n_objects=8)).save(
+            folder / f"scene{i:02d}.png"
+        )
     if kinds:
         sub = folder / "sub"
         sub.mkdir(exist_ok=True)
@@ -61,7 +63,9 @@ def scene_folder(folder: Path, n: int, *, seed: int = 0, kinds: bool = True) -> 
         gray = make_scene(72, 96, seed=seed + 101, n_objects=6)[..., 1]
         Image.fromarray(gray.astype(np.uint16) * 257).save(folder / "gray16.png")
         Image.fromarray(gray).save(sub / "gray8.png")
-        rgba = np.dstack([make_scene(90, 70, seed=seed + 102, n_objects=6), np.full((90, 70), 200, np.uint8)])
+        rgba = np.dstack(
+            [make_scene(90, 70, seed=seed + 102, n_objects=6), np.full((90, 70), 200, np.uint8)]
+        )
         Image.fromarray(rgba, "RGBA").save(folder / "alpha.png")
     return folder
 
@@ -87,7 +91,7 @@ def assert_same_results(got_dir: Path, want_dir: Path, *, min_iou: float = 0.999
         want = json.loads((want_dir / rel).read_text())
         assert got["image"] == want["image"], rel
         assert len(got["annotations"]) == len(want["annotations"]), rel
-        for i, (a, b) in enumerate(zip(got["annotations"], want["annotations"])):
+        for i, (a, b) in enumerate(zip(got["annotations"], want["annotations"], strict=True)):
             mask_a, mask_b = decode_rle(a["segmentation"]), decode_rle(b["segmentation"])
             union = np.logical_or(mask_a, mask_b).sum()
             iou = 1.0 if union == 0 else np.logical_and(mask_a, mask_b).sum() / union

@@ -47,7 +47,9 @@ def test_node_removed_mid_job_the_job_completes_equal_to_single_process(
     cluster, worker = two_nodes
     folder = scene_folder(tmp_path / "images", 24, seed=200, kinds=False)
     reference, out = tmp_path / "reference", tmp_path / "out"
-    segment_local(collect_jobs([folder]), FAKE, reference, OPTIONS, model_factory=FakeModelFactory())
+    segment_local(
+        collect_jobs([folder]), FAKE, reference, OPTIONS, model_factory=FakeModelFactory()
+    )
 
     result: dict[str, Any] = {}
 
@@ -65,9 +67,10 @@ def test_node_removed_mid_job_the_job_completes_equal_to_single_process(
     while time.monotonic() < deadline and len(list(out.glob("*.json"))) < 3 and job.is_alive():
         time.sleep(0.01)
     on_worker = [
-        a for a in list_actors(limit=1000)
+        a
+        for a in list_actors(limit=1000)
         if "SegmentActor" in a.class_name and a.state == "ALIVE" and a.node_id == worker.node_id
-    ]  # fmt: skip
+    ]
     assert on_worker, "no engine actor ran on the worker node"
     done_at_removal = len(list(out.glob("*.json")))
     cluster.remove_node(worker)

@@ -99,7 +99,9 @@ def test_ray_outputs_equal_single_process_run(
         if rel.suffix == ".png":  # overlays: drawn from the same masks, the same bytes
             assert (out / rel).read_bytes() == (reference / rel).read_bytes(), rel
     report = json.loads((out / REPORT_FILE).read_text())
-    assert report["done"] == n_images and report["failures"] == [] and report["images_per_minute"] > 0
+    assert (
+        report["done"] == n_images and report["failures"] == [] and report["images_per_minute"] > 0
+    )
 
     # A second run finds everything up to date and schedules nothing.
     again = segment_dataset([folder], FAKE, out, SCENE_OPTIONS, model_factory=FakeModelFactory())
@@ -112,11 +114,18 @@ def test_actor_dying_mid_image_is_restarted_and_the_image_written_once(
     folder, reference = scenes
     out, marker = tmp_path / "out", tmp_path / "exited"
     summary = segment_dataset(
-        [folder], FAKE, out, SCENE_OPTIONS, actors=2, model_factory=FakeModelFactory(),
+        [folder],
+        FAKE,
+        out,
+        SCENE_OPTIONS,
+        actors=2,
+        model_factory=FakeModelFactory(),
         # The hook: the first actor to reach an image's JSON (its overlay already written)
         # exits abruptly; Ray restarts it and retries what it held.
-        runtime_env={"env_vars": {TEST_EXIT_ONCE_ENV: str(marker), "PYTHONPATH": _worker_pythonpath()}},
-    )  # fmt: skip
+        runtime_env={
+            "env_vars": {TEST_EXIT_ONCE_ENV: str(marker), "PYTHONPATH": _worker_pythonpath()}
+        },
+    )
     assert marker.exists(), "no actor exited"
     n_images = len(collect_jobs([folder]))
     assert (summary.done, summary.failed) == (n_images, 0)
@@ -124,15 +133,14 @@ def test_actor_dying_mid_image_is_restarted_and_the_image_written_once(
     assert_same_results(out, reference)
     assert no_temporaries(out)
     restarted = [
-        a for a in list_actors(detail=True, limit=1000)
+        a
+        for a in list_actors(detail=True, limit=1000)
         if "SegmentActor" in a.class_name and (a.num_restarts or 0) >= 1
-    ]  # fmt: skip
+    ]
     assert restarted, "Ray's actor state shows no restarted actor"
 
 
-def test_unreadable_images_are_reported_and_the_rest_done(
-    ray_cluster: str, tmp_path: Path
-) -> None:
+def test_unreadable_images_are_reported_and_the_rest_done(ray_cluster: str, tmp_path: Path) -> None:
     folder = scene_folder(tmp_path / "images", 3, seed=40, kinds=False)
     (folder / "empty.jpg").write_bytes(b"")
     good = (folder / "scene00.png").read_bytes()
@@ -141,7 +149,11 @@ def test_unreadable_images_are_reported_and_the_rest_done(
     listing.write_text("# listed images\nimages/scene01.png\n\nmissing.png\n")
     out = tmp_path / "out"
     summary = segment_dataset(
-        [folder, listing], FAKE, out, SegmentOptions(points_per_side=8), model_factory=FakeModelFactory()
+        [folder, listing],
+        FAKE,
+        out,
+        SegmentOptions(points_per_side=8),
+        model_factory=FakeModelFactory(),
     )
     failed = sorted(Path(f["image"]).name for f in summary.failures)
     assert failed == ["empty.jpg", "missing.png", "truncated.png"]
@@ -151,8 +163,11 @@ def test_unreadable_images_are_reported_and_the_rest_done(
     assert sorted(Path(f["image"]).name for f in report["failures"]) == failed
     assert all(f["error"] for f in report["failures"])
     assert sorted(p.name for p in out.rglob("*.json") if p.name != REPORT_FILE) == [
-        "scene00.png.json", "scene01.png.json", "scene01.png.json", "scene02.png.json",
-    ]  # fmt: skip
+        "scene00.png.json",
+        "scene01.png.json",
+        "scene01.png.json",
+        "scene02.png.json",
+    ]
 
 
 def _photo(seed: int) -> np.ndarray:
@@ -182,7 +197,17 @@ def test_driver_killed_mid_run_then_rerun_redoes_only_the_missing(
     single = _samrt("segment", str(folder), "--out", str(reference), *engine)
     assert single.returncode == 0, single.stderr
 
-    ray_args = ["segment", str(folder), "--out", str(out), *engine, "--ray", ray_cluster, "--actors", "2"]
+    ray_args = [
+        "segment",
+        str(folder),
+        "--out",
+        str(out),
+        *engine,
+        "--ray",
+        ray_cluster,
+        "--actors",
+        "2",
+    ]
     driver = subprocess.Popen(
         [sys.executable, "-m", "samrt.cli", *ray_args],
         stdout=subprocess.DEVNULL,
@@ -209,8 +234,10 @@ def test_driver_killed_mid_run_then_rerun_redoes_only_the_missing(
     assert f"joined the running Ray cluster at {ray_cluster}" in rerun.stderr
     report = json.loads((out / REPORT_FILE).read_text())
     assert (report["done"], report["skipped"], report["failed"]) == (
-        n_images - len(done_before), len(done_before), 0,
-    )  # fmt: skip
+        n_images - len(done_before),
+        len(done_before),
+        0,
+    )
     # Nothing that was done was written again.
     assert {name: (out / name).stat().st_mtime_ns for name in done_before} == done_before
     assert no_temporaries(out)
@@ -223,12 +250,28 @@ def test_ray_local_starts_a_cluster_for_the_run(tiny_model: Any, tmp_path: Path)
     for i in range(2):
         Image.fromarray(_photo(90 + i)).save(folder / f"p{i}.jpg")
     out = tmp_path / "out"
-    result = _samrt("segment", str(folder), "--engine", str(tiny_model.engine_dir), "--out", str(out),
-                    "--format", "coco", *FAST, "--ray", "local", "--threads-per-actor", "1")  # fmt: skip
+    result = _samrt(
+        "segment",
+        str(folder),
+        "--engine",
+        str(tiny_model.engine_dir),
+        "--out",
+        str(out),
+        "--format",
+        "coco",
+        *FAST,
+        "--ray",
+        "local",
+        "--threads-per-actor",
+        "1",
+    )
     assert result.returncode == 0, result.stderr
     assert "started a local Ray cluster for this run" in result.stderr
     assert "2 segmented, 0 up to date, 0 failed" in result.stdout
     assert sorted(p.name for p in out.iterdir()) == [
-        "coco_annotations.json", "p0.jpg.json", "p1.jpg.json", REPORT_FILE,
-    ]  # fmt: skip
+        "coco_annotations.json",
+        "p0.jpg.json",
+        "p1.jpg.json",
+        REPORT_FILE,
+    ]
     assert len(json.loads((out / "coco_annotations.json").read_text())["images"]) == 2

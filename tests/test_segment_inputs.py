@@ -81,7 +81,9 @@ def test_file_uri_folder_is_listed_and_read_like_a_local_one(tmp_path: Path) -> 
     assert single.rel == "b.jpg"
 
 
-def test_two_images_for_one_output_are_refused_and_one_named_twice_kept_once(tmp_path: Path) -> None:
+def test_two_images_for_one_output_are_refused_and_one_named_twice_kept_once(
+    tmp_path: Path,
+) -> None:
     root = _tree(tmp_path / "photos")
     other = tmp_path / "other"
     other.mkdir()
@@ -120,21 +122,36 @@ def test_list_file_and_glob_on_the_command_line(tiny_model: Any, tmp_path: Path)
     listing = tmp_path / "list.lst"
     listing.write_text("photos/sub/c.png\n")
     out = tmp_path / "out"
-    status = main(["segment", str(root / "*.png"), str(listing), "--engine", str(tiny_model.engine_dir),
-                   "--out", str(out), "--points-per-side", "2"])  # fmt: skip
+    status = main(
+        [
+            "segment",
+            str(root / "*.png"),
+            str(listing),
+            "--engine",
+            str(tiny_model.engine_dir),
+            "--out",
+            str(out),
+            "--points-per-side",
+            "2",
+        ]
+    )
     assert status == 0
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.json")) == [
-        "a.png.json", "photos/sub/c.png.json",
-    ]  # fmt: skip
+        "a.png.json",
+        "photos/sub/c.png.json",
+    ]
 
 
 def test_segment_local_writes_the_report_with_failures(tmp_path: Path) -> None:
     folder = scene_folder(tmp_path / "images", 2, kinds=False)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     summary = segment_local(
-        collect_jobs([folder]), "<fake>", tmp_path / "out", SegmentOptions(points_per_side=8),
+        collect_jobs([folder]),
+        "<fake>",
+        tmp_path / "out",
+        SegmentOptions(points_per_side=8),
         model_factory=FakeModelFactory(),
-    )  # fmt: skip
+    )
     assert (summary.done, summary.failed) == (2, 1)
     assert "broken.png" in summary.failures[0]["image"]
     report = tmp_path / "report.json"

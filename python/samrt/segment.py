@@ -60,7 +60,9 @@ COCO_FILE = "coco_annotations.json"
 LIST_FILE_SUFFIXES = frozenset({".txt", ".lst"})
 FORMATS = ("json", "coco")
 
-ModelFactory = Callable[[int | None], Any]  # intra-op threads (None: the backend's default) -> Model
+ModelFactory = Callable[
+    [int | None], Any
+]  # intra-op threads (None: the backend's default) -> Model
 
 
 # -- options -----------------------------------------------------------------------------
@@ -114,10 +116,18 @@ class SegmentOptions:
     def generator_params(self) -> dict[str, Any]:
         """The keyword arguments of :class:`samrt.AutomaticMaskGenerator`."""
         names = (
-            "points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
-            "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh",
-            "crop_overlap_ratio", "crop_n_points_downscale_factor", "min_mask_region_area",
-        )  # fmt: skip
+            "points_per_side",
+            "points_per_batch",
+            "pred_iou_thresh",
+            "stability_score_thresh",
+            "stability_score_offset",
+            "box_nms_thresh",
+            "crop_n_layers",
+            "crop_nms_thresh",
+            "crop_overlap_ratio",
+            "crop_n_points_downscale_factor",
+            "min_mask_region_area",
+        )
         return {name: getattr(self, name) for name in names}
 
     def output_suffixes(self) -> tuple[str, ...]:
@@ -185,7 +195,9 @@ def collect_jobs(inputs: Iterable[str | os.PathLike[str]]) -> list[Job]:
 
 
 def _folder_jobs(folder: Path) -> list[Job]:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
     return [Job(str(f), f.relative_to(folder).as_posix()) for f in files]
 
 
@@ -253,7 +265,10 @@ def _uri_jobs(uri: str) -> list[Job]:
         listing = filesystem.get_file_info(fs.FileSelector(base, recursive=True))
         jobs = []
         for entry in sorted(listing, key=lambda e: e.path):
-            if entry.type != fs.FileType.File or PurePosixPath(entry.path).suffix.lower() not in IMAGE_SUFFIXES:
+            if (
+                entry.type != fs.FileType.File
+                or PurePosixPath(entry.path).suffix.lower() not in IMAGE_SUFFIXES
+            ):
                 continue
             rel = PurePosixPath(entry.path).relative_to(base).as_posix()
             jobs.append(Job(f"{prefix}/{rel}", rel, _timestamp(entry.mtime)))
@@ -368,7 +383,11 @@ def write_coco(out_dir: Path, jobs: Sequence[Job]) -> Path:
                     **record,
                 }
             )
-    coco = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "object"}]}
+    coco = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "object"}],
+    }
     path = out_dir / COCO_FILE
     write_atomic(path, (json.dumps(coco) + "\n").encode())
     return path
@@ -472,7 +491,9 @@ class Segmenter:
             return records
         return _predict_records(self.predictor, image, self.options)
 
-    def process(self, job: Job, data: bytes | None = None, read_error: str | None = None) -> ImageOutcome:
+    def process(
+        self, job: Job, data: bytes | None = None, read_error: str | None = None
+    ) -> ImageOutcome:
         """Segments ``job``'s image (its bytes ``data``, or read here when None) and writes
         its outputs. ``read_error``: the image could not be read elsewhere; it fails."""
         started = time.perf_counter()
@@ -499,7 +520,11 @@ class Segmenter:
         except (SamrtError, ValueError) as e:
             return failed(f"{job.source}: {e}")
         result = {
-            "image": {"file_name": job.source, "height": int(image.shape[0]), "width": int(image.shape[1])},
+            "image": {
+                "file_name": job.source,
+                "height": int(image.shape[0]),
+                "width": int(image.shape[1]),
+            },
             "annotations": records,
         }
         if self.options.overlay:
@@ -512,7 +537,9 @@ class Segmenter:
         )
 
 
-def _predict_records(predictor: Any, image: npt.NDArray[np.uint8], options: SegmentOptions) -> list[dict[str, Any]]:
+def _predict_records(
+    predictor: Any, image: npt.NDArray[np.uint8], options: SegmentOptions
+) -> list[dict[str, Any]]:
     from .masks import compress_rle
     from .postprocess import masks_from_logits
 
@@ -587,8 +614,8 @@ class RunSummary:
     def line(self) -> str:
         per_image = f", {self.elapsed_s / self.done:.2f} s per image" if self.done else ""
         return (
-            f"samrt segment: {self.done} segmented, {self.skipped} up to date, {self.failed} failed; "
-            f"{self.masks} masks in {self.elapsed_s:.1f} s{per_image} "
+            f"samrt segment: {self.done} segmented, {self.skipped} up to date, "
+            f"{self.failed} failed; {self.masks} masks in {self.elapsed_s:.1f} s{per_image} "
             f"({self.images_per_minute:.1f} images per minute)"
         )
 

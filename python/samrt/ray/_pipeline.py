@@ -72,10 +72,8 @@ def connect(address: str | None = "auto") -> tuple[str, bool]:
             ray.init(address="auto")
         except ConnectionError:
             ray.init(address="local")
-            return (
-                f"no running Ray cluster found: started a local one for this run ({_gcs_address()})",
-                True,
-            )
+            started = f"started a local one for this run ({_gcs_address()})"
+            return f"no running Ray cluster found: {started}", True
         return f"joined the running Ray cluster at {_gcs_address()}", True
     ray.init(address=address)
     return f"joined the Ray cluster at {address}", True
@@ -131,7 +129,8 @@ class SegmentActor:
         from .. import set_num_threads
 
         context = ray.get_runtime_context()
-        cpus = float(context.get_assigned_resources().get("CPU", 1.0))
+        assigned: dict[str, float] = context.get_assigned_resources()  # type: ignore[no-untyped-call]
+        cpus = float(assigned.get("CPU", 1.0))
         self.threads = max(1, int(cpus))
         set_num_threads(self.threads)
         self.node = context.get_node_id()
@@ -140,8 +139,10 @@ class SegmentActor:
         )
         _log.info(
             "samrt actor on node %s: %s, %d intra-op threads",
-            self.node, self.segmenter.backend_name, self.threads,
-        )  # fmt: skip
+            self.node,
+            self.segmenter.backend_name,
+            self.threads,
+        )
         marker = os.environ.get(TEST_EXIT_ONCE_ENV)
         if marker:
             self.segmenter.before_json = lambda job: _exit_once(marker)
@@ -153,6 +154,7 @@ class SegmentActor:
             batch["rel"].tolist(),
             batch["data"].tolist(),
             batch["read_error"].tolist(),
+            strict=True,
         ):
             job = Job(str(source), str(rel))
             outcomes.append(self.segmenter.process(job, bytes(data), str(read_error) or None))
@@ -285,9 +287,18 @@ def segment_dataset(
             n_actors = _actor_count(actors, threads_per_actor, gpus_per_actor, len(pending))
             summary.actors = n_actors
             for row in _run(
-                pending, engine, out, options, n_actors, threads_per_actor, gpus_per_actor,
-                memory_per_actor, progress, runtime_env, model_factory,
-            ):  # fmt: skip
+                pending,
+                engine,
+                out,
+                options,
+                n_actors,
+                threads_per_actor,
+                gpus_per_actor,
+                memory_per_actor,
+                progress,
+                runtime_env,
+                model_factory,
+            ):
                 summary.add(
                     ImageOutcome(
                         source=str(row["source"]),
@@ -313,7 +324,7 @@ def segment_dataset(
 def _actor_count(actors: int | None, threads: int, gpus: float, pending: int) -> int:
     if actors is not None:
         return min(actors, pending)
-    resources = ray.cluster_resources()
+    resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
     if gpus > 0:
         fit = int(resources.get("GPU", 0.0) // gpus)
         what = f"{resources.get('GPU', 0.0):g} GPUs"
@@ -321,7 +332,9 @@ def _actor_count(actors: int | None, threads: int, gpus: float, pending: int) ->
         fit = int(resources.get("CPU", 0.0) // threads)
         what = f"{resources.get('CPU', 0.0):g} CPUs"
     if fit < 1:
-        _log.warning("samrt segment: the cluster has %s, too few for one actor; waiting for one", what)
+        _log.warning(
+            "samrt segment: the cluster has %s, too few for one actor; waiting for one", what
+        )
     n = max(1, min(fit, pending))
     _log.info("samrt segment: %d actors (the cluster has %s)", n, what)
     return n
