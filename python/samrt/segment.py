@@ -158,7 +158,9 @@ def is_uri(path: str) -> bool:
     return bool(sep) and len(scheme) > 1 and scheme.replace("+", "").isalnum()
 
 
-def collect_jobs(inputs: Iterable[str | os.PathLike[str]]) -> list[Job]:
+def collect_jobs(
+    inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str] | Job],
+) -> list[Job]:
     """The images named by ``inputs``, in order:
 
     * a folder: its image files (by suffix: :data:`samrt.imageio.IMAGE_SUFFIXES`), recursively,
@@ -173,11 +175,16 @@ def collect_jobs(inputs: Iterable[str | os.PathLike[str]]) -> list[Job]:
     * ``scheme://...``: a file or folder on a filesystem pyarrow opens (``s3://``,
       ``gs://``, ``hdfs://``, ``file://``), listed like a local one.
 
-    Raises ValueError when two different images would write the same output file; the same
-    image named twice is kept once.
+    A :class:`Job` in ``inputs`` is taken as it is. Raises ValueError when two different
+    images would write the same output file; the same image named twice is kept once.
     """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
     jobs: list[Job] = []
     for item in inputs:
+        if isinstance(item, Job):
+            jobs.append(item)
+            continue
         text = os.fspath(item)
         if is_uri(text):
             jobs.extend(_uri_jobs(text))
@@ -592,9 +599,10 @@ class RunSummary:
     masks: int = 0
     elapsed_s: float = 0.0
     failures: list[dict[str, str]] = field(default_factory=list)  # {"image": ..., "error": ...}
-    cluster: str | None = None  # Ray runs: which cluster ran it
-    actors: int | None = None
+    cluster: str | None = None  # Ray runs: which cluster ran it,
+    actors: int | None = None  # with how many actors
     threads_per_actor: int | None = None
+    images_by_node: dict[str, int] = field(default_factory=dict)  # Ray node id -> images done
 
     @property
     def failed(self) -> int:

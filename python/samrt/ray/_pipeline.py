@@ -30,6 +30,7 @@ from ..segment import (
     SegmentOptions,
     Segmenter,
     collect_jobs,
+    is_uri,
     needs_work,
     read_source,
     remove_stale_temporaries,
@@ -92,9 +93,9 @@ def read_images(batch: Batch) -> Batch:
     (``read_error``; empty when they were). Runs as tasks with no CPU reserved."""
     data: list[bytes] = []
     errors: list[str] = []
-    for source in batch["source"].tolist():
+    for source, path in zip(batch["source"].tolist(), batch["path"].tolist(), strict=True):
         try:
-            data.append(read_source(str(source)))
+            data.append(read_source(str(path)))
             errors.append("")
         except OSError as e:
             data.append(b"")
@@ -256,18 +257,17 @@ def segment_dataset(
         raise ValueError(f"actors must be >= 1, got {actors}")
     if memory_per_actor is not None and memory_per_actor <= 0:
         raise ValueError(f"memory_per_actor must be > 0 bytes, got {memory_per_actor}")
-    items = list(inputs)
-    jobs = collect_jobs(i for i in items if not isinstance(i, Job))
-    jobs = [i for i in items if isinstance(i, Job)] + jobs
+    jobs = collect_jobs(inputs)
     if not jobs:
         raise ValueError("no images found in the inputs")
-    engine = Path(engine_dir)
+    # Workers do not run in this process's working directory: they get absolute paths.
+    engine = Path(engine_dir).absolute()
     if model_factory is None:
         # Fail here, not in every actor: the engine must be at this path on every machine.
         from ..manifest import load_manifest
 
         load_manifest(engine, verify=False)
-    out = Path(out_dir)
+    out = Path(out_dir).absolute()
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
 
@@ -309,6 +309,9 @@ def segment_dataset(
                         seconds=float(row["seconds"]),
                     )
                 )
+                if row["status"] == "done":
+                    node = str(row["node"])
+                    summary.images_by_node[node] = summary.images_by_node.get(node, 0) + 1
         # Every actor is done: what a crashed one left half-written can go.
         remove_stale_temporaries(out)
         if options.format == "coco":
@@ -319,6 +322,10 @@ def segment_dataset(
     summary.elapsed_s = time.perf_counter() - started
     summary.write(Path(report) if report is not None else out / REPORT_FILE)
     return summary
+
+
+def _absolute(source: str) -> str:
+    return source if is_uri(source) else str(Path(source).absolute())
 
 
 def _actor_count(actors: int | None, threads: int, gpus: float, pending: int) -> int:
@@ -364,7 +371,8 @@ def _run(
     if runtime_env is not None:
         actor_args["runtime_env"] = runtime_env
     try:
-        rows = [{"source": job.source, "rel": job.rel} for job in pending]
+        # "source" is the image as named (the records' file_name), "path" where it is read.
+        rows = [{"source": j.source, "rel": j.rel, "path": _absolute(j.source)} for j in pending]
         results = (
             ray.data.from_items(rows, override_num_blocks=min(len(rows), _MAX_INPUT_BLOCKS))
             # Reads take no CPU: the actors hold the cluster's CPUs (with readers taking
