@@ -94,6 +94,8 @@ def test_ray_outputs_equal_single_process_run(
     assert summary.actors == 2 and "connected to" in (summary.cluster or "")
     # Each actor was given one CPU by Ray and ran its engine with one intra-op thread.
     assert recorded_threads(threads) == [1, 1]
+    assert len(summary.actor_peak_rss_mib) == 2
+    assert all(50 < mib < 4096 for mib in summary.actor_peak_rss_mib.values())
     assert assert_same_results(out, reference) == summary.masks
     for rel in output_files(reference):
         if rel.suffix == ".png":  # overlays: drawn from the same masks, the same bytes

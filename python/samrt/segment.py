@@ -603,6 +603,9 @@ class RunSummary:
     actors: int | None = None  # with how many actors
     threads_per_actor: int | None = None
     images_by_node: dict[str, int] = field(default_factory=dict)  # Ray node id -> images done
+    # Ray actor (node/pid) -> its peak resident memory in MiB (Linux): what memory_per_actor
+    # should reserve.
+    actor_peak_rss_mib: dict[str, float] = field(default_factory=dict)
 
     @property
     def failed(self) -> int:

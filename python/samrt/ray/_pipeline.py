@@ -117,7 +117,7 @@ class SegmentActor:
     with ONNX Runtime's intra-op threads (and samrt's kernel threads) set to the CPUs Ray
     assigned to it; then, per batch, segments each image's bytes and writes its outputs
     atomically. Returns one small row per image: source, rel, status, masks, error,
-    seconds, node."""
+    seconds, node, actor (node/pid) and the actor's peak resident memory so far."""
 
     def __init__(
         self,
@@ -167,7 +167,21 @@ class SegmentActor:
             "error": _object_array([o.error or "" for o in outcomes]),
             "seconds": np.array([o.seconds for o in outcomes], dtype=np.float64),
             "node": _object_array([self.node] * len(outcomes)),
+            "actor": _object_array([f"{self.node[:8]}/{os.getpid()}"] * len(outcomes)),
+            "peak_rss_mib": np.full(len(outcomes), _peak_rss_mib(), dtype=np.float64),
         }
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM, Linux), NaN where unknown."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
 
 
 def _start_segmenter(
@@ -312,6 +326,10 @@ def segment_dataset(
                 if row["status"] == "done":
                     node = str(row["node"])
                     summary.images_by_node[node] = summary.images_by_node.get(node, 0) + 1
+                peak = float(row["peak_rss_mib"])
+                actor = str(row["actor"])
+                if peak == peak and peak > summary.actor_peak_rss_mib.get(actor, 0.0):
+                    summary.actor_peak_rss_mib[actor] = peak
         # Every actor is done: what a crashed one left half-written can go.
         remove_stale_temporaries(out)
         if options.format == "coco":
