@@ -41,8 +41,8 @@ def _engine(model_type: str, seed: int) -> Path:
     """The benchmarks' cached engine (common.py), exported in a child process the first
     time so that no process measured here has imported torch."""
     code = (
-        "import json, sys; sys.path.insert(0, sys.argv[1]); from common import random_weights_engine; "
-        "print(json.dumps(str(random_weights_engine(sys.argv[2], int(sys.argv[3]))[0])))"
+        "import json, sys; sys.path.insert(0, sys.argv[1]); "
+        "from common import random_weights_engine; print(json.dumps(str(random_weights_engine(sys.argv[2], int(sys.argv[3]))[0])))"
     )
     here = str(Path(__file__).resolve().parent)
     found = subprocess.run(
@@ -159,11 +159,9 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             ray_s, driver_peak = _run(
-                [
-                    *samrt, *common_args, "--out", str(tmp / "ray"), "--ray", address,
-                    "--actors", str(args.actors), "--threads-per-actor", str(args.threads_per_actor),
-                ]
-            )  # fmt: skip
+                [*samrt, *common_args, "--out", str(tmp / "ray"), "--ray", address]
+                + ["--actors", str(args.actors), "--threads-per-actor", str(args.threads_per_actor)]
+            )
         finally:
             ray.shutdown()
         report = json.loads((tmp / "ray" / "samrt-run-report.json").read_text())
@@ -180,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     for actor, mib in sorted(report["actor_peak_rss_mib"].items()):
         print(f"peak resident memory, actor {actor}: {mib:.0f} MiB")
     print(
-        f"1-min load average at the end: {os.getloadavg()[0]:.1f} (wall times stretch on a busy machine)"
+        f"1-min load average at the end: {os.getloadavg()[0]:.1f} "
+        "(wall times stretch on a busy machine)"
     )
     print("agreement:", json.dumps(agreement))
     return 0 if agreement["equal"] else 1
