@@ -42,7 +42,8 @@ def _engine(model_type: str, seed: int) -> Path:
     time so that no process measured here has imported torch."""
     code = (
         "import json, sys; sys.path.insert(0, sys.argv[1]); "
-        "from common import random_weights_engine; print(json.dumps(str(random_weights_engine(sys.argv[2], int(sys.argv[3]))[0])))"
+        "from common import random_weights_engine as engine; "
+        "print(json.dumps(str(engine(sys.argv[2], int(sys.argv[3]))[0])))"
     )
     here = str(Path(__file__).resolve().parent)
     found = subprocess.run(
