@@ -111,3 +111,13 @@ def assert_same_results(got_dir: Path, want_dir: Path, *, min_iou: float = 0.999
 
 def no_temporaries(out: Path) -> bool:
     return not any(".samrt-tmp" in p.name for p in out.rglob("*"))
+
+
+@dataclass(frozen=True)
+class BrokenModelFactory:
+    """A ``model_factory`` whose model cannot load, as an engine missing on a worker."""
+
+    def __call__(self, intra_op_num_threads: int | None) -> Any:
+        from samrt.errors import EngineDirError
+
+        raise EngineDirError("no engine directory on this worker (test)")

@@ -24,6 +24,7 @@ from PIL import Image
 from ray.util.state import list_actors
 from ray_helpers import (
     TESTS_DIR,
+    BrokenModelFactory,
     FakeModelFactory,
     assert_same_results,
     no_temporaries,
@@ -31,7 +32,7 @@ from ray_helpers import (
     recorded_threads,
     scene_folder,
 )
-from samrt.ray import REPORT_FILE, segment_dataset
+from samrt.ray import REPORT_FILE, ActorStartError, segment_dataset
 from samrt.ray._pipeline import TEST_EXIT_ONCE_ENV
 from samrt.segment import SegmentOptions, collect_jobs, segment_local
 
@@ -170,6 +171,20 @@ def test_unreadable_images_are_reported_and_the_rest_done(ray_cluster: str, tmp_
         "scene01.png.json",
         "scene02.png.json",
     ]
+
+
+def test_bad_options_fail_before_any_work_and_actors_that_cannot_start_fail_the_run(
+    ray_cluster: str, tmp_path: Path
+) -> None:
+    folder = scene_folder(tmp_path / "images", 1, kinds=False)
+    with pytest.raises(ValueError, match="points_per_side must be >= 1"):
+        segment_dataset([folder], FAKE, tmp_path / "out", SegmentOptions(points_per_side=0))
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ActorStartError, match="EngineDirError: no engine directory on this worker"):
+        segment_dataset(
+            [folder], FAKE, tmp_path / "out", SCENE_OPTIONS, model_factory=BrokenModelFactory()
+        )
+    assert not list((tmp_path / "out").glob("*.json"))
 
 
 def _photo(seed: int) -> np.ndarray:

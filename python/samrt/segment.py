@@ -108,6 +108,27 @@ class SegmentOptions:
                 raise ValueError(f"a box prompt is (x0, y0, x1, y1), got {self.box!r}")
             object.__setattr__(self, "box", box)
 
+    def check(self) -> None:
+        """Raises ValueError for a backend name or generator parameter that a Segmenter would
+        refuse, without loading a model (a Ray driver checks before starting actors)."""
+        from .backends import BACKEND_NAMES
+
+        if self.backend != "auto" and self.backend not in BACKEND_NAMES:
+            raise ValueError(
+                f"backend must be 'auto' or one of {sorted(BACKEND_NAMES)}, got {self.backend!r}"
+            )
+        if self.everything:
+            from .amg import AutomaticMaskGenerator
+            from .predictor import Predictor
+
+            # The generator checks its parameters before it looks at its predictor, which
+            # it only stores: an empty one stands in for a loaded model.
+            probe = Predictor.__new__(Predictor)
+            try:
+                AutomaticMaskGenerator(probe, **self.generator_params(), output_mode="coco_rle")
+            except AttributeError:  # a generator that looks at its predictor: actors check
+                pass
+
     @property
     def everything(self) -> bool:
         """True for everything mode (no prompts)."""

@@ -13,6 +13,6 @@ Importing this module imports Ray; ``samrt`` itself never does.
 
 from __future__ import annotations
 
-from ._pipeline import REPORT_FILE, SegmentActor, connect, segment_dataset
+from ._pipeline import REPORT_FILE, ActorStartError, SegmentActor, connect, segment_dataset
 
-__all__ = ["REPORT_FILE", "SegmentActor", "connect", "segment_dataset"]
+__all__ = ["REPORT_FILE", "ActorStartError", "SegmentActor", "connect", "segment_dataset"]

@@ -21,7 +21,7 @@ except ImportError as e:  # pragma: no cover - depends on the installation
         f"samrt.ray needs Ray Data ({e}); install it with `pip install 'samrt[ray]'`"
     ) from None
 
-from ..errors import BackendUnavailableError, EngineDirError
+from ..errors import BackendUnavailableError, EngineDirError, SamrtError
 from ..segment import (
     ImageOutcome,
     Job,
@@ -37,7 +37,14 @@ from ..segment import (
     write_coco,
 )
 
-__all__ = ["REPORT_FILE", "TEST_EXIT_ONCE_ENV", "SegmentActor", "connect", "segment_dataset"]
+__all__ = [
+    "REPORT_FILE",
+    "TEST_EXIT_ONCE_ENV",
+    "ActorStartError",
+    "SegmentActor",
+    "connect",
+    "segment_dataset",
+]
 
 _log = logging.getLogger("samrt")
 
@@ -51,6 +58,10 @@ _MAX_INPUT_BLOCKS = 20_000
 _GPU_BACKENDS = ("tensorrt", "onnxruntime-cuda")
 
 Batch = dict[str, npt.NDArray[Any]]
+
+
+class ActorStartError(SamrtError):
+    """An engine actor could not start (its engine, backend or options were refused)."""
 
 
 # -- the cluster -------------------------------------------------------------------------
@@ -263,6 +274,7 @@ def segment_dataset(
     hears which cluster the run uses (it is also logged).
     """
     options = SegmentOptions() if options is None else options
+    options.check()
     if threads_per_actor < 1:
         raise ValueError(f"threads_per_actor must be >= 1, got {threads_per_actor}")
     if gpus_per_actor < 0:
@@ -342,6 +354,13 @@ def segment_dataset(
     return summary
 
 
+def _last_error_line(error: BaseException) -> str:
+    """The innermost "SomeError: message" line of a Ray error's text."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    found = [line for line in lines if line.partition(":")[0].endswith(("Error", "Exception"))]
+    return found[-1] if found else (lines[-1] if lines else type(error).__name__)
+
+
 def _absolute(source: str) -> str:
     return source if is_uri(source) else str(Path(source).absolute())
 
@@ -399,7 +418,7 @@ def _run(
                 read_images,
                 batch_size=1,
                 num_cpus=0,
-                compute=ray.data.TaskPoolStrategy(size=max(2, n_actors)),
+                compute=ray.data.TaskPoolStrategy(size=min(len(rows), max(2, n_actors))),
             )
             .map_batches(
                 SegmentActor,
@@ -416,6 +435,10 @@ def _run(
                 **actor_args,
             )
         )
-        yield from results.iter_rows()
+        try:
+            yield from results.iter_rows()
+        except ray.exceptions.ActorDiedError as e:
+            # Ray restarts actors that die while working; one that dies starting, did not.
+            raise ActorStartError(f"an engine actor could not start: {_last_error_line(e)}") from e
     finally:
         context.enable_progress_bars = previous_bars
