@@ -173,6 +173,17 @@ def test_unreadable_images_are_reported_and_the_rest_done(ray_cluster: str, tmp_
     ]
 
 
+def test_point_prompt_mode_equals_single_process_run(ray_cluster: str, tmp_path: Path) -> None:
+    folder = scene_folder(tmp_path / "images", 3, seed=70, kinds=False)
+    options = SegmentOptions(points=((30, 40), (60, 50, 0)), single_mask=False, overlay=True)
+    reference, out = tmp_path / "reference", tmp_path / "out"
+    jobs = collect_jobs([folder])
+    segment_local(jobs, FAKE, reference, options, model_factory=FakeModelFactory())
+    summary = segment_dataset([folder], FAKE, out, options, model_factory=FakeModelFactory())
+    assert (summary.done, summary.failed, summary.masks) == (3, 0, 9)  # three masks a point set
+    assert assert_same_results(out, reference) == 9
+
+
 def test_bad_options_fail_before_any_work_and_actors_that_cannot_start_fail_the_run(
     ray_cluster: str, tmp_path: Path
 ) -> None:
