@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
@@ -18,12 +19,22 @@ class ImageReadError(ValueError):
 def load_image(path: str | os.PathLike[str]) -> npt.NDArray[np.uint8]:
     """Decodes JPEG/PNG/WebP/TIFF/BMP (8- or 16-bit, gray, RGB, RGBA, palette) to HxWx3 uint8
     RGB with the EXIF orientation applied. Alpha is dropped (not composited)."""
+    return _decode(path, os.fspath(path))
+
+
+def decode_image(data: bytes, name: str = "<bytes>") -> npt.NDArray[np.uint8]:
+    """:func:`load_image` for a file's bytes, read elsewhere (an object store, a Ray
+    reader); ``name`` is the file they came from, for the error message."""
+    return _decode(io.BytesIO(data), name)
+
+
+def _decode(source: str | os.PathLike[str] | io.BytesIO, name: str) -> npt.NDArray[np.uint8]:
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             img.load()
             return _to_rgb8(ImageOps.exif_transpose(img))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageReadError(f"cannot read {os.fspath(path)!r} as an image: {e}") from None
+        raise ImageReadError(f"cannot read {name!r} as an image: {e}") from None
 
 
 def _to_rgb8(img: Image.Image) -> npt.NDArray[np.uint8]:
