@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from typing import IO
 
 import numpy as np
 import numpy.typing as npt
@@ -15,15 +17,21 @@ class ImageReadError(ValueError):
     """A file could not be read as an image."""
 
 
-def load_image(path: str | os.PathLike[str]) -> npt.NDArray[np.uint8]:
+def load_image(
+    path: str | os.PathLike[str] | IO[bytes], *, formats: Sequence[str] | None = None
+) -> npt.NDArray[np.uint8]:
     """Decodes JPEG/PNG/WebP/TIFF/BMP (8- or 16-bit, gray, RGB, RGBA, palette) to HxWx3 uint8
-    RGB with the EXIF orientation applied. Alpha is dropped (not composited)."""
+    RGB with the EXIF orientation applied. Alpha is dropped (not composited).
+
+    ``path`` is a file name or a binary file object; ``formats`` (Pillow format names such
+    as ``"JPEG"``) restricts the decoders tried, as ``PIL.Image.open`` does."""
+    name = repr(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else "the data"
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=None if formats is None else list(formats)) as img:
             img.load()
             return _to_rgb8(ImageOps.exif_transpose(img))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageReadError(f"cannot read {os.fspath(path)!r} as an image: {e}") from None
+        raise ImageReadError(f"cannot read {name} as an image: {e}") from None
 
 
 def _to_rgb8(img: Image.Image) -> npt.NDArray[np.uint8]:
