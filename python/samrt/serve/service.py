@@ -165,9 +165,10 @@ class Service:
         self.storage = storage
         self.library = library
         self.started = time.time()
-        encoder = model.manifest.variants[model.precision]["encoder"]
+        encoder = model.manifest.variants.get(model.precision, {}).get("encoder")
+        encoder_id = encoder.sha256 if encoder is not None else f"unhashed:{model.manifest.source}"
         self.engine_key = hashlib.sha256(
-            f"{encoder.sha256}:{model.precision}:{model.backend_name}".encode()
+            f"{encoder_id}:{model.precision}:{model.backend_name}".encode()
         ).hexdigest()[:24]
         self.states: ByteLRU[str, ImageState] = ByteLRU(int(config.cache_mb * 2**20))
         self.results: ByteLRU[str, StoredResult] = ByteLRU(int(config.results_mb * 2**20))
