@@ -40,6 +40,8 @@ __all__ = [
 
 Point = Annotated[list[float], Field(min_length=2, max_length=2, description="[x, y] in the original image's pixels")]
 Box = Annotated[list[float], Field(min_length=4, max_length=4, description="[x0, y0, x1, y1], x0 <= x1, y0 <= y1")]
+# 1 foreground, 0 background; a strict int, so true/false are refused.
+Label = Annotated[int, Field(strict=True, ge=0, le=1)]
 Category = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]*$")]
 
 
@@ -104,7 +106,7 @@ class EncodeOut(BaseModel):
 
 class PredictRequest(_Strict):
     points: list[Point] = Field(default_factory=list, max_length=1024)
-    labels: list[Literal[0, 1]] = Field(default_factory=list, description="1 foreground, 0 background; one per point")
+    labels: list[Label] = Field(default_factory=list, description="1 foreground, 0 background; one per point")
     box: Box | None = None
     multimask: bool = Field(True, description="three candidate masks (true) or the single best (false)")
     mask_input: str | None = Field(None, description="result_id of an earlier predict on this image: its "
@@ -207,7 +209,7 @@ class RleIn(_Strict):
 
 class PromptRecord(_Strict):
     points: list[Point] = Field(default_factory=list, max_length=1024)
-    labels: list[Literal[0, 1]] = Field(default_factory=list)
+    labels: list[Label] = Field(default_factory=list)
     box: Box | None = None
 
 
