@@ -76,16 +76,19 @@ class LiveServer:
 class ServeProcess:
     """``samrt serve ARGS --port 0`` in a subprocess; ``url`` from the line it prints."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *args: str, log: Path, env: dict[str, str] | None = None) -> None:
         self.args = [sys.executable, "-m", "samrt.cli", "serve", *args]
         self.env = {**os.environ, **(env or {})}
+        self.log = log  # the server's stderr
         self.process: subprocess.Popen[str] | None = None
+        self._drain: threading.Thread | None = None
         self.url = ""
 
     def start(self) -> ServeProcess:
-        self.process = subprocess.Popen(
-            [*self.args, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env
-        )
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [*self.args, "--port", "0"], stdout=subprocess.PIPE, stderr=log, text=True, env=self.env
+            )
         assert self.process.stdout is not None
         deadline = time.monotonic() + START_TIMEOUT_S
         line = ""
@@ -99,13 +102,12 @@ class ServeProcess:
             if match:
                 self.url = match.group(1)
                 break
+        # Keep stdout drained so the server never blocks on a full pipe.
+        self._drain = threading.Thread(target=_drain, args=(self.process.stdout,), daemon=True)
+        self._drain.start()
         if not self.url:
-            err = self.process.stderr.read() if self.process.stderr and self.process.poll() is not None else ""
             self.stop()
-            raise RuntimeError(f"samrt serve did not start: {line!r}\n{err}")
-        # Keep the pipes drained so a chatty server never blocks on a full pipe.
-        for stream in (self.process.stdout, self.process.stderr):
-            threading.Thread(target=_drain, args=(stream,), daemon=True).start()
+            raise RuntimeError(f"samrt serve did not start: {line!r}\n{self.log.read_text()[-3000:]}")
         wait_healthy(self.url, process=self.process)
         return self
 
@@ -113,16 +115,25 @@ class ServeProcess:
         """SIGKILL: no shutdown code runs."""
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
+        self._reap()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
+        self._reap()
+
+    def _reap(self) -> None:
+        if self.process is None:
+            return
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
+        if self._drain is not None:
+            self._drain.join(timeout=30)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
     def __enter__(self) -> ServeProcess:
         return self.start()
@@ -138,8 +149,3 @@ def _drain(stream: Any) -> None:
     except (OSError, ValueError):
         pass
 
-
-def free_folder(tmp: Path, name: str) -> Path:
-    path = tmp / name
-    path.mkdir(parents=True, exist_ok=True)
-    return path
