@@ -202,15 +202,18 @@ class Scheduler:
             self._execute(task, worker)
 
     def _execute(self, task: Task[Any], worker: Worker) -> None:
+        error: BaseException | None = None
+        result: Any = None
         try:
             result = task.fn(worker)
         except BaseException as e:  # handed to the awaiting request, which answers for it
-            task.future.set_exception(e)
+            error = e
+        with self._cv:  # not running any more once its result can be seen
+            self.running -= 1
+        if error is not None:
+            task.future.set_exception(error)
         else:
             task.future.set_result(result)
-        finally:
-            with self._cv:
-                self.running -= 1
 
     def close(self) -> None:
         """Stops the workers once the running tasks finish; cancels the waiting ones."""

@@ -178,7 +178,9 @@ class Service:
             else EmbeddingDiskCache(config.cache_dir, self.engine_key, int(config.disk_cache_mb * 2**20))
         )
         self._flights: dict[str, _Flight] = {}
-        self._flight_lock = threading.Lock()
+        # Reentrant: a future's done callbacks (_flight_done) can run inside a locked section,
+        # when a task is cancelled there or finishes before its callback is added.
+        self._flight_lock = threading.RLock()
         self.jobs: dict[str, Job] = {}
         self._jobs_lock = threading.Lock()
 
@@ -286,8 +288,9 @@ class Service:
     def _leave(self, flight: _Flight) -> None:
         with self._flight_lock:
             flight.waiters -= 1
-            if flight.waiters <= 0 and not flight.pinned:
-                self.scheduler.cancel(flight.task)
+            abandoned = flight.waiters <= 0 and not flight.pinned
+        if abandoned:
+            self.scheduler.cancel(flight.task)
 
     def _join_flight(self, image: ImageRow, priority: Priority, pinned: bool) -> _Flight | ImageState:
         key = image.sha256
@@ -348,6 +351,8 @@ class Service:
         for image in images:
             if self.states.peek(image.sha256) is not None:
                 continue
+            if self.scheduler.depth() >= self.scheduler.max_queue // 2:
+                return  # busy: prefetch is dropped, not counted as a refusal
             try:
                 self._join_flight(image, Priority.PREFETCH, pinned=True)
             except QueueFullError:
