@@ -20,7 +20,8 @@ from .. import Model, __version__
 from .config import ServeConfig
 from .errors import ApiError, error_body, install_error_handlers
 from .images import ImageLibrary
-from .routers import annotations, categories, coco, health, images, jobs, metrics, prompts, schema
+from .routers import annotations as annotation_routes
+from .routers import categories, coco, health, images, jobs, metrics, prompts, schema
 from .scheduler import QueueFullError
 from .service import ClientDisconnected, Service
 from .storage import open_storage
@@ -91,18 +92,18 @@ def create_app(config: ServeConfig | None = None, /, *, model: Model | None = No
     async def _gone(request: Request, exc: ClientDisconnected) -> Response:
         return Response(status_code=499)  # nobody reads it; the access log records it
 
-    for module in (health, images, prompts, jobs, annotations, categories, coco, metrics, schema):
+    for module in (health, images, prompts, jobs, annotation_routes, categories, coco, metrics, schema):
         app.include_router(module.router)
 
     if config.cors_origins:
         app.add_middleware(
-            CORSMiddleware,  # type: ignore[arg-type]
+            CORSMiddleware,
             allow_origins=list(config.cors_origins),
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    app.add_middleware(BodyLimitMiddleware, limit=config.max_upload_bytes + images.MULTIPART_SLACK)  # type: ignore[arg-type]
-    app.add_middleware(ObservabilityMiddleware, service=service)  # type: ignore[arg-type]
+    app.add_middleware(BodyLimitMiddleware, limit=config.max_upload_bytes + images.MULTIPART_SLACK)
+    app.add_middleware(ObservabilityMiddleware, service=service)
     _add_security_scheme(app, config)
     return app
 

@@ -121,7 +121,7 @@ class EmbeddingDiskCache:
     def load(self, image_sha256: str, original_size: tuple[int, int]) -> npt.NDArray[np.float32] | None:
         path = self._path(image_sha256, original_size)
         try:
-            array = np.load(path, allow_pickle=False)
+            array: npt.NDArray[np.float32] = np.load(path, allow_pickle=False)
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as e:

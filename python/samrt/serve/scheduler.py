@@ -17,6 +17,7 @@ touches it.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -118,7 +119,7 @@ class Scheduler:
             self._start_threads()
             self._depth[priority] += 1
             heapq.heappush(self._heap, (int(priority), next(self._seq), task))
-            task.future.add_done_callback(lambda f, t=task: self._cancelled(t, f))
+            task.future.add_done_callback(functools.partial(self._cancelled, task))
             self._cv.notify()
         return task
 

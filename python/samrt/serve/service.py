@@ -13,6 +13,7 @@ that a refining click passes back as ``mask_input``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import secrets
@@ -236,7 +237,8 @@ class Service:
     async def wait(self, task: Task[T], request: Request | None) -> T:
         """The task's result; when the client disconnects first, the task is cancelled
         (if it has not started) and ClientDisconnected raised."""
-        return await self._wait_future(task.future, request, on_disconnect=lambda: self.scheduler.cancel(task))
+        result: T = await self._wait_future(task.future, request, on_disconnect=lambda: self.scheduler.cancel(task))
+        return result
 
     async def _wait_future(
         self, future: Any, request: Request | None, on_disconnect: Callable[[], Any]
@@ -303,7 +305,7 @@ class Service:
                 task = self.submit(lambda worker: self._encode(worker, image), priority, "encode")
                 flight = _Flight(task, pinned=pinned)
                 self._flights[key] = flight
-                task.future.add_done_callback(lambda _f, k=key, fl=flight: self._flight_done(k, fl))
+                task.future.add_done_callback(functools.partial(self._flight_done, key, flight))
             else:
                 self.scheduler.raise_priority(flight.task, priority)
                 flight.pinned = flight.pinned or pinned
@@ -311,7 +313,7 @@ class Service:
                 flight.waiters += 1
             return flight
 
-    def _flight_done(self, key: str, flight: _Flight) -> None:
+    def _flight_done(self, key: str, flight: _Flight, _future: object = None) -> None:
         with self._flight_lock:
             if self._flights.get(key) is flight:
                 del self._flights[key]
@@ -478,14 +480,13 @@ class Service:
                 raise JobCancelled()
             worker.serve_interactive()  # clicks first, between decoder batches
 
+        def keep(state: ImageState) -> None:
+            self.states.put(image.sha256, state, state.nbytes)
+
         try:
             pixels = self.library.read_pixels(image)
             predictor = _CachedImagePredictor(
-                self.model,
-                self.config.max_image_pixels,
-                pixels,
-                self.states.peek(image.sha256),
-                lambda state: self.states.put(image.sha256, state, state.nbytes),
+                self.model, self.config.max_image_pixels, pixels, self.states.peek(image.sha256), keep
             )
             generator = AutomaticMaskGenerator(predictor, **job.params, output_mode="coco_rle", progress=progress)
             records = generator.generate(pixels)

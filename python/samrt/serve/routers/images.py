@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from ... import ImageState
 from ..deps import ImageDep, ServiceDep, require_token
 from ..errors import ApiError
 from ..images import ImageChangedError, ImageFileMissingError, ImageRejectedError, probe_image
@@ -187,7 +188,7 @@ async def encode_image(request: Request, service: ServiceDep, image: ImageDep) -
     return EncodeOut(image_id=image.sha256, encoded=True, seconds=round(time.perf_counter() - started, 4))
 
 
-async def image_state_or_error(service: Service, image: ImageRow, request: Request) -> Any:
+async def image_state_or_error(service: Service, image: ImageRow, request: Request) -> ImageState:
     """The image's state, with the image's own failures as 4xx answers."""
     try:
         return await service.image_state(image, Priority.INTERACTIVE, request)

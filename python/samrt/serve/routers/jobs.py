@@ -77,7 +77,7 @@ def _job_out(service: Service, job: Job, with_proposals: bool) -> JobOut:
 @router.post("/v1/images/{image_id}/everything", response_model=JobOut, status_code=202, responses=_ERRORS)
 async def start_everything(service: ServiceDep, image: ImageDep, body: EverythingRequest | None = None) -> JobOut:
     """Starts automatic mask generation on the image (in the background, after clicks)."""
-    params = (body or EverythingRequest()).model_dump()
+    params = (body or EverythingRequest.model_validate({})).model_dump()
     try:
         job = await run_in_threadpool(service.start_job, image, params)
     except ValueError as e:
