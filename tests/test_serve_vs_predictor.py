@@ -321,3 +321,23 @@ def test_metrics_in_prometheus_text_format(client: httpx.Client) -> None:
         if line and not line.startswith("#"):
             name_and_labels, value = line.rsplit(" ", 1)
             float(value)
+
+
+def test_mounted_in_another_app(model: samrt.Model, folder: Path, tmp_path: Path) -> None:
+    from fastapi import FastAPI
+
+    outer = FastAPI()
+
+    @outer.get("/healthz")
+    def outer_health() -> dict[str, str]:
+        return {"app": "outer"}
+
+    outer.mount("/sam", create_app(engine=model.engine_dir, images=folder, db=tmp_path / "m.sqlite3", prefetch=0,
+                                   model=model))
+    with LiveServer(outer) as live, httpx.Client(base_url=live.url, timeout=60) as client:
+        assert client.get("/healthz").json() == {"app": "outer"}
+        assert client.get("/sam/healthz").json()["status"] == "ok"
+        image_id = _image_id(folder, "dog.jpg")
+        r = client.post(f"/sam/v1/images/{image_id}/predict", json={"points": [[400, 250]], "labels": [1]})
+        assert r.status_code == 200 and len(r.json()["masks"]) == 3
+        assert client.get("/sam/v1/nothing").status_code == 404
