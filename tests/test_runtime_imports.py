@@ -10,7 +10,7 @@ from typing import Any
 
 def test_import_samrt_does_not_import_torch() -> None:
     code = (
-        "import sys, samrt, samrt.masks, samrt.postprocess, samrt.cli, samrt.segment\n"
+        "import sys, samrt, samrt.masks, samrt.postprocess, samrt.cli, samrt.segment, samrt.serve\n"
         "heavy = sorted(m for m in ('torch', 'torchvision', 'segment_anything', 'samrt_export', 'cv2', 'ray') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
     )

@@ -1,4 +1,4 @@
-"""The ``samrt`` command line: export, segment, build, info.
+"""The ``samrt`` command line: export, segment, build, serve, info.
 
 Only ``samrt export`` needs torch; it is imported lazily, so the rest runs on the runtime
 dependencies alone.
@@ -24,6 +24,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .trt_build import main as build_main
 
         return build_main(args_list[1:])
+    if args_list[:1] == ["serve"]:
+        try:
+            from .serve.cli import main as serve_main
+        except ImportError as e:
+            print(f"samrt serve needs FastAPI and uvicorn ({e}); install them with "
+                  "`pip install 'samrt[serve]'`", file=sys.stderr)
+            return 1
+        status: int = serve_main(args_list[1:])
+        return status
     parser = _parser()
     args = parser.parse_args(args_list)
     try:
@@ -41,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("export", help="export a SAM checkpoint to an engine directory (needs samrt[export])")
     sub.add_parser("build", help="compile an engine directory's ONNX graphs to TensorRT engines (needs tensorrt)")
+    sub.add_parser("serve", help="HTTP service for interactive segmentation and annotation (needs samrt[serve])")
 
     seg = sub.add_parser("segment", help="segment images or folders of images")
     seg.add_argument("inputs", nargs="+",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
+from typing import IO
 
 import numpy as np
 import numpy.typing as npt
@@ -16,25 +18,33 @@ class ImageReadError(ValueError):
     """A file could not be read as an image."""
 
 
-def load_image(path: str | os.PathLike[str]) -> npt.NDArray[np.uint8]:
+def load_image(
+    path: str | os.PathLike[str] | IO[bytes], *, formats: Sequence[str] | None = None
+) -> npt.NDArray[np.uint8]:
     """Decodes JPEG/PNG/WebP/TIFF/BMP (8- or 16-bit, gray, RGB, RGBA, palette) to HxWx3 uint8
-    RGB with the EXIF orientation applied. Alpha is dropped (not composited)."""
-    return _decode(path, os.fspath(path))
+    RGB with the EXIF orientation applied. Alpha is dropped (not composited).
+
+    ``path`` is a file name or a binary file object; ``formats`` (Pillow format names such
+    as ``"JPEG"``) restricts the decoders tried, as ``PIL.Image.open`` does."""
+    name = repr(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else "the data"
+    return _decode(path, name, formats)
 
 
 def decode_image(data: bytes, name: str = "<bytes>") -> npt.NDArray[np.uint8]:
     """:func:`load_image` for a file's bytes, read elsewhere (an object store, a Ray
     reader); ``name`` is the file they came from, for the error message."""
-    return _decode(io.BytesIO(data), name)
+    return _decode(io.BytesIO(data), repr(name), None)
 
 
-def _decode(source: str | os.PathLike[str] | io.BytesIO, name: str) -> npt.NDArray[np.uint8]:
+def _decode(
+    source: str | os.PathLike[str] | IO[bytes], name: str, formats: Sequence[str] | None
+) -> npt.NDArray[np.uint8]:
     try:
-        with Image.open(source) as img:
+        with Image.open(source, formats=None if formats is None else list(formats)) as img:
             img.load()
             return _to_rgb8(ImageOps.exif_transpose(img))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageReadError(f"cannot read {name!r} as an image: {e}") from None
+        raise ImageReadError(f"cannot read {name} as an image: {e}") from None
 
 
 def _to_rgb8(img: Image.Image) -> npt.NDArray[np.uint8]:
