@@ -237,10 +237,14 @@ def test_byte_lru_is_bounded_in_bytes() -> None:
 
 
 def test_embedding_cache_is_bounded_in_bytes_and_persists(
-    make_server: Callable[..., LiveServer], folder: Path, tmp_path: Path
+    make_server: Callable[..., LiveServer], folder: Path, tmp_path: Path, tiny_model: Any
 ) -> None:
     ids = _ids(folder)
-    state_bytes = 256 * 64 * 64 * 4
+    # An image state's size, as the model makes it (the embedding and the decoder's
+    # per-image projections).
+    probe = samrt.Predictor(tiny_model.engine_dir, "onnxruntime-cpu")
+    probe.set_image(np.zeros((32, 48, 3), np.uint8))
+    state_bytes = probe.image_state.nbytes
     live = make_server(cache_mb=2.5 * state_bytes / 2**20, cache_dir=tmp_path / "embeddings")
     prompt = {"points": [[50, 50]], "labels": [1]}
     with httpx.Client(base_url=live.url, timeout=60) as client:
