@@ -415,8 +415,10 @@ class Service:
         for i in range(len(scores)):
             counts = stats.rle_counts[i]
             assert counts is not None  # no rle_min_stability: every mask is encoded
-            rle = compress_rle({"size": [h, w], "counts": counts.tolist()})
-            x, y, bw, bh = (int(v) for v in rle_to_bbox(rle))
+            rle = compress_rle({"size": [h, w], "counts": counts})
+            # pycocotools.mask.toBbox's [x, y, w, h] from the inclusive XYXY box.
+            x0, y0, x1, y1 = (int(v) for v in stats.boxes[i])
+            x, y, bw, bh = (x0, y0, x1 - x0 + 1, y1 - y0 + 1) if stats.areas[i] > 0 else (0, 0, 0, 0)
             masks.append(
                 MaskOut(
                     counts=rle["counts"].decode("ascii"),
