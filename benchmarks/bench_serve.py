@@ -29,7 +29,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -96,7 +95,7 @@ def baseline_app(model_type: str, checkpoint: str) -> Any:
                 multimask_output=prompt.multimask,
             )
         out = []
-        for mask, score in zip(masks, scores):
+        for mask, score in zip(masks, scores, strict=True):
             rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
             out.append({"rle": {"size": rle["size"], "counts": rle["counts"].decode()}, "score": float(score),
                         "area": int(mask_utils.area(rle)), "bbox": mask_utils.toBbox(rle).tolist()})

@@ -139,7 +139,7 @@ def test_predict_masks_equal_the_predictor(
         multimask_output=prompt.get("multimask", True),
     )
     assert len(body["masks"]) == len(masks)
-    for got, mask, score in zip(body["masks"], masks, scores):
+    for got, mask, score in zip(body["masks"], masks, scores, strict=True):
         assert got["rle"]["size"] == [1200, 1800]
         decoded = _decode(got["rle"])
         np.testing.assert_array_equal(decoded, mask)

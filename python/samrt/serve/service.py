@@ -19,7 +19,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -523,9 +523,3 @@ async def _disconnected(request: Request) -> None:
         if message["type"] == "http.disconnect":
             return
 
-
-def run_sync(fn: Callable[[], T]) -> Awaitable[T]:
-    """Runs a blocking call (storage, file I/O) off the event loop."""
-    from starlette.concurrency import run_in_threadpool
-
-    return run_in_threadpool(fn)
