@@ -251,7 +251,7 @@ def test_embedding_cache_is_bounded_in_bytes_and_persists(
         first = [client.post(f"/v1/images/{i}/predict", json=prompt).json()["masks"] for i in ids]
         assert live.service.m_encodes.value() == 3
         assert live.service.states.nbytes <= live.service.states.capacity_bytes
-        assert len(live.service.states) == 2 and ids[0] not in live.service.states
+        assert len(live.service.states) == 2 and live.service.cached_state(ids[0]) is None
         assert [i["encoded"] for i in client.get("/v1/images").json()["images"]].count(True) == 2
         # Evicted from memory, read back from the cache folder: no encode.
         assert client.post(f"/v1/images/{ids[0]}/predict", json=prompt).json()["masks"] == first[0]
@@ -271,7 +271,7 @@ def test_next_images_are_encoded_ahead(make_server: Callable[..., LiveServer], f
     assert sorted(queue) == sorted(ids)
     with httpx.Client(base_url=live.url, timeout=60) as client:
         assert client.post(f"/v1/images/{queue[0]}/encode").status_code == 200
-        assert _until(lambda: all(i in live.service.states for i in queue))
+        assert _until(lambda: all(live.service.cached_state(i) is not None for i in queue))
     assert live.service.m_encodes.value() == 3
 
 

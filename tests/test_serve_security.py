@@ -105,3 +105,36 @@ def test_no_cors_unless_configured(model: samrt.Model, tmp_path: Path) -> None:
         assert r.headers["access-control-allow-origin"] == "http://elsewhere.test"
         r = httpx.options(live.url + "/v1/images", headers={**preflight, "Origin": "http://other.test"})
         assert r.headers.get("access-control-allow-origin") != "http://other.test"
+
+
+def test_connections_have_tcp_nodelay_bug_delayed_ack() -> None:
+    """Bug: the socket `samrt serve` bound was made with proto 0, so asyncio did not set
+    TCP_NODELAY on its connections and each response waited ~40 ms for a delayed ACK."""
+    import asyncio
+    import socket
+
+    from samrt.serve.cli import listening_socket
+
+    sock = listening_socket("127.0.0.1", 0)
+    seen: list[int] = []
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            conn = transport.get_extra_info("socket")
+            seen.append(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    async def run() -> None:
+        server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+        port = sock.getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(500):  # bounded: the server side sees the connection within a few loops
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(run())
+    assert seen and seen[0] != 0

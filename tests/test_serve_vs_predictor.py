@@ -139,7 +139,7 @@ def test_predict_masks_equal_the_predictor(
         multimask_output=prompt.get("multimask", True),
     )
     assert len(body["masks"]) == len(masks)
-    for got, mask, score in zip(body["masks"], masks, scores):
+    for got, mask, score in zip(body["masks"], masks, scores, strict=True):
         assert got["rle"]["size"] == [1200, 1800]
         decoded = _decode(got["rle"])
         np.testing.assert_array_equal(decoded, mask)
@@ -341,3 +341,21 @@ def test_mounted_in_another_app(model: samrt.Model, folder: Path, tmp_path: Path
         r = client.post(f"/sam/v1/images/{image_id}/predict", json={"points": [[400, 250]], "labels": [1]})
         assert r.status_code == 200 and len(r.json()["masks"]) == 3
         assert client.get("/sam/v1/nothing").status_code == 404
+
+
+def test_structured_access_log(client: httpx.Client, folder: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    image_id = _image_id(folder, "dog.jpg")
+    with caplog.at_level(logging.INFO, logger="samrt.serve.access"):
+        r = client.post(f"/v1/images/{image_id}/predict", json={"points": [[10, 10]], "labels": [3]})
+        assert r.status_code == 422
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not [x for x in caplog.records if x.name == "samrt.serve.access"]:
+            time.sleep(0.01)
+    (record,) = [x for x in caplog.records if x.name == "samrt.serve.access"]
+    fields = record.__dict__
+    assert fields["method"] == "POST" and fields["status"] == 422
+    assert fields["route"] == "/v1/images/{image_id}/predict"
+    assert fields["path"] == f"/v1/images/{image_id}/predict"
+    assert fields["duration_ms"] >= 0 and fields["request_id"] == r.headers["x-request-id"]

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import Model, __version__
 from .config import ServeConfig
-from .errors import ApiError, error_body, install_error_handlers
+from .errors import error_body, install_error_handlers
 from .images import ImageLibrary
 from .routers import annotations as annotation_routes
 from .routers import categories, coco, health, images, jobs, metrics, prompts, schema

@@ -13,7 +13,7 @@ from typing import Any
 
 from .config import ServeConfig, is_loopback
 
-__all__ = ["main", "parser"]
+__all__ = ["listening_socket", "main", "parser"]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -57,6 +57,22 @@ class _JsonFormatter(logging.Formatter):
         if record.exc_info:
             out["exc_info"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port) for uvicorn (port 0: any free one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on the connections of sockets
+    # that say they are TCP; without it each response's second write (the body after the
+    # headers) waited ~40 ms for the client's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,17 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"samrt serve: error: {e}", file=sys.stderr)
         return 1
 
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((args.host.strip("[]"), args.port))
+        sock = listening_socket(args.host, args.port)
     except OSError as e:
         print(f"samrt serve: error: cannot bind {args.host}:{args.port}: {e}", file=sys.stderr)
         app.state.service.close()
         return 1
     host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
     print(f"samrt serve: listening on http://{shown}:{port}", flush=True)
     server = uvicorn.Server(
         uvicorn.Config(app, log_config=None, access_log=False, ws="none", lifespan="on", timeout_graceful_shutdown=10)

@@ -7,6 +7,7 @@ from the client.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -174,7 +175,9 @@ def parse_coco(data: Any, known: Sequence[ImageRow]) -> list[NewAnnotation]:
                 area=checked.area,
                 bbox=checked.bbox,
                 source="import",
-                score=float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None,
+                score=float(score)
+                if isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)
+                else None,
             )
         )
     return out

@@ -135,7 +135,7 @@ class Histogram(_Metric):
             items = sorted((k, list(v)) for k, v in self._series.items())
         out: list[str] = []
         for key, series in items:
-            for bound, n in zip(self.buckets, series):
+            for bound, n in zip(self.buckets, series[: len(self.buckets)], strict=True):
                 out.append(f"{self.name}_bucket{_format_labels(key, (('le', _number(bound)),))} {_number(n)}")
             out.append(f"{self.name}_bucket{_format_labels(key, (('le', '+Inf'),))} {_number(series[-2])}")
             out.append(f"{self.name}_sum{_format_labels(key)} {_number(series[-1])}")

@@ -19,7 +19,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -171,7 +171,8 @@ class Service:
         self.engine_key = hashlib.sha256(
             f"{encoder_id}:{model.precision}:{model.backend_name}".encode()
         ).hexdigest()[:24]
-        self.states: ByteLRU[str, ImageState] = ByteLRU(int(config.cache_mb * 2**20))
+        # Keyed by (engine key, image sha256): a state is only ever valid for the engine that made it.
+        self.states: ByteLRU[tuple[str, str], ImageState] = ByteLRU(int(config.cache_mb * 2**20))
         self.results: ByteLRU[str, StoredResult] = ByteLRU(int(config.results_mb * 2**20))
         self.disk = (
             None
@@ -260,10 +261,10 @@ class Service:
     # -- image states --------------------------------------------------------------------
 
     def cached_state(self, sha256: str) -> ImageState | None:
-        return self.states.peek(sha256)
+        return self.states.peek((self.engine_key, sha256))
 
     async def image_state(self, image: ImageRow, priority: Priority, request: Request | None) -> ImageState:
-        state = self.states.get(image.sha256)
+        state = self.states.get((self.engine_key, image.sha256))
         if state is not None:
             self.m_cache_hits.inc()
             return state
@@ -297,7 +298,7 @@ class Service:
     def _join_flight(self, image: ImageRow, priority: Priority, pinned: bool) -> _Flight | ImageState:
         key = image.sha256
         with self._flight_lock:
-            state = self.states.peek(key)
+            state = self.states.peek((self.engine_key, key))
             if state is not None:
                 return state
             flight = self._flights.get(key)
@@ -343,7 +344,7 @@ class Service:
             predictor.reset_image()
         if state.original_size != size:
             log.warning("image %s decodes to %s, not the recorded %s", image.sha256, state.original_size, size)
-        if not self.states.put(image.sha256, state, state.nbytes):
+        if not self.states.put((self.engine_key, image.sha256), state, state.nbytes):
             log.warning("an image state (%d bytes) is larger than the whole cache (--cache-mb); not cached",
                         state.nbytes)
         return state
@@ -351,7 +352,7 @@ class Service:
     def prefetch(self, images: list[ImageRow]) -> None:
         """Encodes these images ahead at low priority (skipped when the queue is busy)."""
         for image in images:
-            if self.states.peek(image.sha256) is not None:
+            if self.cached_state(image.sha256) is not None:
                 continue
             if self.scheduler.depth() >= self.scheduler.max_queue // 2:
                 return  # busy: prefetch is dropped, not counted as a refusal
@@ -415,8 +416,10 @@ class Service:
         for i in range(len(scores)):
             counts = stats.rle_counts[i]
             assert counts is not None  # no rle_min_stability: every mask is encoded
-            rle = compress_rle({"size": [h, w], "counts": counts.tolist()})
-            x, y, bw, bh = (int(v) for v in rle_to_bbox(rle))
+            rle = compress_rle({"size": [h, w], "counts": counts})
+            # pycocotools.mask.toBbox's [x, y, w, h] from the inclusive XYXY box.
+            x0, y0, x1, y1 = (int(v) for v in stats.boxes[i])
+            x, y, bw, bh = (x0, y0, x1 - x0 + 1, y1 - y0 + 1) if stats.areas[i] > 0 else (0, 0, 0, 0)
             masks.append(
                 MaskOut(
                     counts=rle["counts"].decode("ascii"),
@@ -481,12 +484,12 @@ class Service:
             worker.serve_interactive()  # clicks first, between decoder batches
 
         def keep(state: ImageState) -> None:
-            self.states.put(image.sha256, state, state.nbytes)
+            self.states.put((self.engine_key, image.sha256), state, state.nbytes)
 
         try:
             pixels = self.library.read_pixels(image)
             predictor = _CachedImagePredictor(
-                self.model, self.config.max_image_pixels, pixels, self.states.peek(image.sha256), keep
+                self.model, self.config.max_image_pixels, pixels, self.cached_state(image.sha256), keep
             )
             generator = AutomaticMaskGenerator(predictor, **job.params, output_mode="coco_rle", progress=progress)
             records = generator.generate(pixels)
@@ -521,9 +524,3 @@ async def _disconnected(request: Request) -> None:
         if message["type"] == "http.disconnect":
             return
 
-
-def run_sync(fn: Callable[[], T]) -> Awaitable[T]:
-    """Runs a blocking call (storage, file I/O) off the event loop."""
-    from starlette.concurrency import run_in_threadpool
-
-    return run_in_threadpool(fn)

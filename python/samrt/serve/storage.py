@@ -322,9 +322,11 @@ class SqliteStorage:
 
     def upsert_image(self, image: NewImage) -> ImageRow:
         """Adds an image, or returns the one with the same bytes (a folder file wins the
-        file name over an upload of the same bytes; a missing one becomes available)."""
+        file name over an upload of the same bytes; one whose file had gone takes the new one)."""
         with self._write() as db:
-            existing = db.execute("SELECT id, source FROM images WHERE sha256 = ?", (image.sha256,)).fetchone()
+            existing = db.execute(
+                "SELECT id, source, available FROM images WHERE sha256 = ?", (image.sha256,)
+            ).fetchone()
             if existing is None:
                 db.execute(
                     "INSERT INTO images (sha256, width, height, source, file_name, format, file_size, "
@@ -332,7 +334,7 @@ class SqliteStorage:
                     (image.sha256, image.width, image.height, image.source, image.file_name, image.format,
                      image.file_size, image.file_mtime_ns, _now()),
                 )
-            elif image.source == "folder" or existing["source"] == image.source:
+            elif image.source == "folder" or existing["source"] == image.source or not existing["available"]:
                 db.execute(
                     "UPDATE images SET source = ?, file_name = ?, format = ?, file_size = ?, file_mtime_ns = ?, "
                     "available = 1 WHERE id = ?",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -128,8 +129,6 @@ async def upload_image(request: Request, service: ServiceDep) -> ImageOut:
     del body
 
     def add() -> ImageRow:
-        import hashlib
-
         sha = hashlib.sha256(data).hexdigest()
         try:
             known = service.storage.get_image(sha)

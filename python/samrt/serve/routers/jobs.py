@@ -11,7 +11,15 @@ from starlette.concurrency import run_in_threadpool
 from ...masks import rle_iou
 from ..deps import ImageDep, ServiceDep, require_token
 from ..errors import ApiError
-from ..schemas import AcceptedIds, AcceptProposals, ErrorOut, EverythingRequest, JobOut, Proposal, RleOut
+from ..schemas import (
+    AcceptedIds,
+    AcceptProposals,
+    ErrorOut,
+    EverythingRequest,
+    JobOut,
+    Proposal,
+    RleOut,
+)
 from ..service import Job, Service
 from ..storage import NewAnnotation
 
