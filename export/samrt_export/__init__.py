@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .config import OFFICIAL_CONFIGS, TINY_CONFIG, SamConfig
     from .errors import ExportCheckError, ExportError
-    from .export import export_engine
+    from .export import engine_is_current, export_engine
     from .models import build_sam, save_random_checkpoint
 
 _LAZY = {
@@ -21,6 +21,7 @@ _LAZY = {
     "ExportError": "errors",
     "ExportCheckError": "errors",
     "export_engine": "export",
+    "engine_is_current": "export",
     "build_sam": "models",
     "save_random_checkpoint": "models",
 }
@@ -32,6 +33,7 @@ __all__ = [
     "ExportError",
     "SamConfig",
     "build_sam",
+    "engine_is_current",
     "export_engine",
     "save_random_checkpoint",
 ]

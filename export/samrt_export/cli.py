@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     try:
         from .errors import ExportError
-        from .export import export_engine
+        from .export import engine_is_current, export_engine
     except ImportError as e:
         message = str(e) if INSTALL_HINT in str(e) else f"{e}; install with: {INSTALL_HINT}"
         print(f"samrt export: error: {message}", file=sys.stderr)
@@ -81,6 +81,23 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     try:
+        if not args.overwrite and engine_is_current(
+            args.model_type,
+            out_dir=args.out,
+            checkpoint=args.checkpoint,
+            random_seed=args.seed if args.random_weights else None,
+            opset=args.opset,
+            precision=args.precision,
+        ):
+            weights = (
+                f"random weights, seed {args.seed}" if args.random_weights
+                else f"checkpoint {Path(args.checkpoint).name}"
+            )
+            print(
+                f"{args.out} is up to date ({args.model_type}, {weights}, {args.precision}); "
+                "--overwrite exports it again"
+            )
+            return 0
         engine_dir = export_engine(
             args.model_type,
             out_dir=args.out,

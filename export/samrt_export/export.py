@@ -99,18 +99,19 @@ def export_engine(
             f"{target} already exists and is not empty; pass overwrite=True (--overwrite)"
         )
 
+    source = _weights_source(checkpoint, random_seed)
+    if extending and not overwrite and _current_manifest(
+        target, manifest_type, sam_config, source, wanted, opset
+    ) is not None:
+        return target  # up to date: it already holds these graphs of these weights
+
     # By name where there is one, so that errors speak of "vit_h" rather than its numbers.
     architecture = sam_config if manifest_type == CUSTOM_MODEL_TYPE else manifest_type
     if checkpoint is not None:
         sam = build_sam(architecture, checkpoint=checkpoint)
-        source: dict[str, Any] = {
-            "checkpoint": Path(checkpoint).name,
-            "sha256": sha256_file(checkpoint),
-        }
     else:
         assert random_seed is not None
         sam = build_sam(architecture, seed=random_seed)
-        source = {"random_init_seed": int(random_seed)}
     _check_contract(sam)
     existing = (
         _extendable_manifest(target, manifest_type, sam_config, source, wanted, opset)
@@ -259,6 +260,85 @@ def _new_manifest(
     )
 
 
+def engine_is_current(
+    model_type: str | None,
+    *,
+    out_dir: str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str] | None = None,
+    config: SamConfig | Mapping[str, Any] | None = None,
+    random_seed: int | None = None,
+    opset: int | None = None,
+    precision: str = "fp32",
+) -> bool:
+    """True when ``out_dir`` is a verified engine directory that already holds what
+    :func:`export_engine` with these arguments would write: the same model type and
+    configuration, the same weights (the checkpoint's sha256, or the random seed), the
+    requested precision's variants and (when given) the opset. Then export_engine, without
+    ``overwrite``, returns it untouched."""
+    try:
+        manifest_type, sam_config = resolve_config(model_type, config)
+    except ValueError as e:
+        raise ExportError(str(e)) from None
+    if precision not in PRECISIONS:
+        raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if (checkpoint is None) == (random_seed is None):
+        raise ExportError("pass exactly one source of weights: a checkpoint or a random seed")
+    target = Path(out_dir)
+    if not (target / contract.MANIFEST_FILE).is_file():
+        return False
+    source = _weights_source(checkpoint, random_seed)
+    return (
+        _current_manifest(target, manifest_type, sam_config, source, PRECISIONS[precision], opset)
+        is not None
+    )
+
+
+def _weights_source(
+    checkpoint: str | os.PathLike[str] | None, random_seed: int | None
+) -> dict[str, Any]:
+    """The manifest's ``source``: the checkpoint's name and sha256, or the random seed."""
+    if checkpoint is not None:
+        return {"checkpoint": Path(checkpoint).name, "sha256": sha256_file(checkpoint)}
+    assert random_seed is not None
+    return {"random_init_seed": int(random_seed)}
+
+
+def _same_export(
+    manifest: Manifest, manifest_type: str, sam_config: SamConfig, source: dict[str, Any]
+) -> bool:
+    same_weights = (
+        manifest.source.get("sha256") == source["sha256"]
+        if "sha256" in source
+        else manifest.source.get("random_init_seed") == source["random_init_seed"]
+    )
+    same_model = (
+        manifest.model_type == manifest_type and manifest.model_config == sam_config.to_json()
+    )
+    return same_weights and same_model
+
+
+def _current_manifest(
+    target: Path,
+    manifest_type: str,
+    sam_config: SamConfig,
+    source: dict[str, Any],
+    wanted: tuple[str, ...],
+    opset: int | None,
+) -> Manifest | None:
+    """The manifest of ``target`` if it is verified and already holds ``wanted``."""
+    try:
+        manifest = load_manifest(target, verify=True)
+    except EngineDirError:
+        return None
+    if not _same_export(manifest, manifest_type, sam_config, source):
+        return None
+    if any(p not in manifest.variants for p in wanted):
+        return None
+    if opset is not None and opset != manifest.opset:
+        return None
+    return manifest
+
+
 def _extendable_manifest(
     target: Path,
     manifest_type: str,
@@ -275,15 +355,7 @@ def _extendable_manifest(
             f"{target} already exists and is not a valid engine directory ({e}); pass "
             "overwrite=True (--overwrite) to replace it"
         ) from None
-    same_weights = (
-        manifest.source.get("sha256") == source["sha256"]
-        if "sha256" in source
-        else manifest.source.get("random_init_seed") == source["random_init_seed"]
-    )
-    same_model = (
-        manifest.model_type == manifest_type and manifest.model_config == sam_config.to_json()
-    )
-    if not (same_weights and same_model):
+    if not _same_export(manifest, manifest_type, sam_config, source):
         raise ExportError(
             f"{target} holds an export of other weights or another architecture "
             f"({manifest.model_type}, source {manifest.source}); variants can only be added "
