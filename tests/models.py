@@ -162,13 +162,22 @@ def vit_b_fp16_model(vit_b_model: ExportedModel) -> ExportedModel:
     return _with_fp16(vit_b_model)
 
 
+def shared_image(name: str) -> Path:
+    """The path of ../shared/images/NAME; skips the test, saying why, if it is missing."""
+    path = SHARED_IMAGES / name
+    if not path.is_file():
+        pytest.skip(
+            f"sample photo {name} is missing: this test reads {SHARED_IMAGES}, the sample photos "
+            "folder beside the clone (see its README.md), which this checkout does not have"
+        )
+    return path
+
+
 def load_sample_image(name: str) -> np.ndarray:
     """../shared/images/NAME as an HxWx3 uint8 RGB array; skips the test if it is missing."""
     from PIL import Image
 
-    path = SHARED_IMAGES / name
-    if not path.is_file():
-        pytest.skip(f"sample image {path} is missing (tests read photos from ../shared/images)")
+    path = shared_image(name)
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
 

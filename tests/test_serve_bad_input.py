@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from models import SHARED_IMAGES
+from models import shared_image
 from PIL import Image
 from serve_server import LiveServer
 
@@ -36,9 +36,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("root")
     path = root / "images"
     path.mkdir()
-    if not (SHARED_IMAGES / "dog.jpg").is_file():
-        pytest.skip("sample image dog.jpg is missing")
-    shutil.copy(SHARED_IMAGES / "dog.jpg", path / "dog.jpg")
+    shutil.copy(shared_image("dog.jpg"), path / "dog.jpg")
     secret = root / "secret.jpg"  # outside the images folder
     Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(secret)
     os.symlink(secret, path / "link-outside.jpg")
@@ -78,7 +76,7 @@ def _image_bytes(fmt: str) -> bytes:
 
 def _malformed(image_id: str, rle: dict[str, Any]) -> list[tuple[str, str, str, dict[str, Any], str | None]]:
     """(name, method, path, httpx kwargs, a field the answer must name)."""
-    dog = (SHARED_IMAGES / "dog.jpg").read_bytes()
+    dog = shared_image("dog.jpg").read_bytes()
     predict = f"/v1/images/{image_id}/predict"
     annotations = f"/v1/images/{image_id}/annotations"
     raw_json = {"headers": {"content-type": "application/json"}}

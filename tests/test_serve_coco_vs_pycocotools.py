@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from models import SHARED_IMAGES
+from models import shared_image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from serve_server import LiveServer
@@ -33,9 +33,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("images")
     (path / "sub").mkdir()
     for name, target in (("dog.jpg", "dog.jpg"), ("groceries.jpg", "sub/groceries.jpg")):
-        if not (SHARED_IMAGES / name).is_file():
-            pytest.skip(f"sample image {name} is missing")
-        shutil.copy(SHARED_IMAGES / name, path / target)
+        shutil.copy(shared_image(name), path / target)
     return path
 
 

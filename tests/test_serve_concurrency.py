@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from models import SHARED_IMAGES
+from models import shared_image
 from PIL import Image
 from serve_server import LiveServer
 
@@ -53,9 +53,7 @@ def model(tiny_model: Any) -> samrt.Model:
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("images")
     for name in PHOTOS:
-        if not (SHARED_IMAGES / name).is_file():
-            pytest.skip(f"sample image {name} is missing")
-        shutil.copy(SHARED_IMAGES / name, path / name)
+        shutil.copy(shared_image(name), path / name)
     return path
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from models import SHARED_IMAGES
+from models import shared_image
 from pycocotools import mask as mask_utils
 from serve_server import ServeProcess
 
@@ -130,9 +130,7 @@ def _rle(i: int, height: int, width: int) -> dict[str, Any]:
 def test_sigkill_during_a_stream_of_writes_loses_no_acknowledged_annotation(tiny_model: Any, tmp_path: Path) -> None:
     folder = tmp_path / "images"
     folder.mkdir()
-    if not (SHARED_IMAGES / "dog.jpg").is_file():
-        pytest.skip("sample image dog.jpg is missing")
-    shutil.copy(SHARED_IMAGES / "dog.jpg", folder / "dog.jpg")
+    shutil.copy(shared_image("dog.jpg"), folder / "dog.jpg")
     image_id = hashlib.sha256((folder / "dog.jpg").read_bytes()).hexdigest()
     db = tmp_path / "annotations.sqlite3"
     args = ("--engine", str(tiny_model.engine_dir), "--images", str(folder), "--db", str(db), "--prefetch", "0")

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from models import SHARED_IMAGES
+from models import shared_image
 from pycocotools import mask as mask_utils
 from serve_server import LiveServer
 
@@ -39,9 +39,7 @@ def model(tiny_model: Any) -> samrt.Model:
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("images")
     for name in ("truck.jpg", "dog.jpg"):
-        if not (SHARED_IMAGES / name).is_file():
-            pytest.skip(f"sample image {name} is missing from {SHARED_IMAGES}")
-        shutil.copy(SHARED_IMAGES / name, path / name)
+        shutil.copy(shared_image(name), path / name)
     (path / "notes.txt").write_text("not an image\n")
     (path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     return path
