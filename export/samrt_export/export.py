@@ -298,6 +298,10 @@ def _weights_source(
 ) -> dict[str, Any]:
     """The manifest's ``source``: the checkpoint's name and sha256, or the random seed."""
     if checkpoint is not None:
+        # Checked here, before hashing: the up-to-date test hashes the checkpoint before
+        # anything loads it (the bug of CI run 20: a missing file raised FileNotFoundError).
+        if not Path(checkpoint).is_file():
+            raise ExportError(f"checkpoint {str(checkpoint)!r} does not exist")
         return {"checkpoint": Path(checkpoint).name, "sha256": sha256_file(checkpoint)}
     assert random_seed is not None
     return {"random_init_seed": int(random_seed)}
