@@ -19,22 +19,33 @@ INSTALL_HINT = "pip install 'samrt[export]'"
 
 
 def _parser() -> argparse.ArgumentParser:
+    from samrt._help import HelpFormatter
+
     parser = argparse.ArgumentParser(
         prog="samrt export",
         description="Export a SAM model to an samrt engine directory (ONNX graphs + manifest).",
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--model-type", required=True, choices=CLI_MODEL_TYPES)
+    parser.add_argument(
+        "--model-type",
+        required=True,
+        choices=CLI_MODEL_TYPES,
+        help="SAM's vit_b, vit_l or vit_h; tiny is a small model for tests (with "
+        "--random-weights: it has no official checkpoint)",
+    )
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument(
         "--checkpoint",
         type=Path,
         metavar="FILE",
-        help="official SAM .pth file (default: download Meta's checkpoint into the samrt cache)",
+        help="official SAM .pth file (default: download Meta's checkpoint, once, into "
+        "$SAMRT_CACHE_DIR/checkpoints, else $XDG_CACHE_HOME/samrt/checkpoints, else "
+        "~/.cache/samrt/checkpoints)",
     )
     weights.add_argument(
         "--random-weights", action="store_true", help="seeded random weights (for tests)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of --random-weights (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --random-weights")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="engine directory")
     parser.add_argument(
         "--opset",
@@ -46,9 +57,9 @@ def _parser() -> argparse.ArgumentParser:
         "--precision",
         choices=("fp32", "fp16", "both"),
         default="fp32",
-        help="graphs to write: fp32 (default; every backend), fp16 (mixed precision for GPUs: "
+        help="graphs to write: fp32 (every backend), fp16 (mixed precision for GPUs: "
         "TensorRT, ONNX Runtime CUDA) or both. Adding fp16 to an fp32 DIR exported from the "
-        "same weights keeps its fp32 graphs and needs no --overwrite",
+        "same weights keeps its fp32 graphs and needs no --overwrite (default: fp32)",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing DIR (and all its variants)"

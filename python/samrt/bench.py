@@ -90,20 +90,40 @@ BENCH_SCHEMA: dict[str, Any] = {
 CASES = ("load", "set_image", "predict_1", "predict_batch_64", "predict_batch_256", "generate")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="samrt-bench", description="Benchmark samrt on this machine")
+def _parser() -> argparse.ArgumentParser:
+    from ._help import HelpFormatter
+    from .backends import BACKENDS
+
+    parser = argparse.ArgumentParser(prog="samrt-bench", description="Benchmark samrt on this machine",
+                                     formatter_class=HelpFormatter)
     parser.add_argument("engine", nargs="?", type=Path, help="engine directory (or use --random-weights)")
     parser.add_argument("--random-weights", action="store_true",
                         help="export a model with seeded random weights first (needs samrt[export])")
-    parser.add_argument("--model-type", default="vit_b", help="with --random-weights (default vit_b)")
-    parser.add_argument("--checkpoint", type=Path, help="the engine's source checkpoint, for the official comparison")
+    parser.add_argument("--model-type", default="vit_b", help="with --random-weights: the model to export")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="the engine's source checkpoint, for the official comparison (default: none, "
+                             "so no 'vs official' column)")
     parser.add_argument("--image", type=Path, help="photo to use (default: a synthetic 1800x1200 image)")
-    parser.add_argument("--backends", default="all", help="comma-separated backend names, or 'all'")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--skip", default="", help="comma-separated cases to skip, e.g. generate")
+    parser.add_argument("--backends", default="all",
+                        help=f"comma-separated backend names ({', '.join(BACKENDS)}), or 'all' "
+                             "(those whose ONNX Runtime provider is available here)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="timed runs of each case (predict_1: 5x as many), after the warm-up")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed runs of each case first (none for load and generate)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a first look in about a minute: --repeat 1 --warmup 0, no generate, "
+                             "no official comparison")
+    parser.add_argument("--skip", default="", help=f"comma-separated cases to skip, of: {', '.join(CASES)}")
     parser.add_argument("--no-official", action="store_true", help="do not run the official implementation")
     parser.add_argument("--json", type=Path, help="write the report here")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress on stderr (there is none either when stderr is not a terminal)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if (args.engine is None) == (not args.random_weights):
         parser.error("give an engine directory or --random-weights (not both)")

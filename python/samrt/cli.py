@@ -44,20 +44,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="samrt", description="Segment Anything inference engine")
+    from ._help import HelpFormatter
+    from .backends import BACKEND_NAMES
+
+    parser = argparse.ArgumentParser(
+        prog="samrt", description="Segment Anything inference engine", formatter_class=HelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"samrt {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="`samrt COMMAND --help` describes each")
 
     sub.add_parser("export", help="export a SAM checkpoint to an engine directory (needs samrt[export])")
     sub.add_parser("build", help="compile an engine directory's ONNX graphs to TensorRT engines (needs tensorrt)")
     sub.add_parser("serve", help="HTTP service for interactive segmentation and annotation (needs samrt[serve])")
 
-    seg = sub.add_parser("segment", help="segment images or folders of images")
+    seg = sub.add_parser(
+        "segment", help="segment images or folders of images", formatter_class=HelpFormatter,
+        description="Segment images: with --point or --box, the masks of those prompts; without, "
+                    "everything mode (the automatic mask generator, with the official defaults). "
+                    "Writes OUT/<image>.json per image.",
+    )
     seg.add_argument("inputs", nargs="+",
                      help="image files, folders, glob patterns, .txt files listing images, or URIs (s3://...)")
     seg.add_argument("--engine", required=True, type=Path, help="engine directory (from `samrt export`)")
     seg.add_argument("--out", required=True, type=Path, help="output folder")
-    seg.add_argument("--backend", default="auto")
+    seg.add_argument("--backend", default="auto", choices=("auto", *BACKEND_NAMES),
+                     help="runtime that executes the graphs; auto picks the fastest that starts here "
+                          "(see `samrt info ENGINE`)")
     seg.add_argument("--point", action="append", default=[], metavar="X,Y[,LABEL]",
                      help="a point prompt (label 1 = foreground, default; 0 = background); repeatable")
     seg.add_argument("--box", metavar="X0,Y0,X1,Y1", help="a box prompt")
@@ -70,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     seg.add_argument("--report", type=Path, metavar="FILE",
                      help="write the run report (counts, failures) as JSON here; --ray runs write "
                           "OUT/samrt-run-report.json unless told otherwise")
+    seg.add_argument("--quiet", action="store_true",
+                     help="no progress display (there is none either when stderr is not a terminal)")
     dist = seg.add_argument_group("on a Ray cluster (needs samrt[ray])")
     dist.add_argument("--ray", nargs="?", const="auto", metavar="auto|local|ADDRESS",
                       help="run on Ray: auto (default) joins the running cluster or starts a local "
@@ -79,25 +94,47 @@ def _parser() -> argparse.ArgumentParser:
     dist.add_argument("--threads-per-actor", type=int, metavar="T",
                       help="CPUs (ONNX Runtime intra-op threads) per actor; default 1")
     dist.add_argument("--gpus-per-actor", type=float, metavar="G",
-                      help="GPUs per actor (e.g. 1, or 0.5 to share one); actors use the GPU backend")
+                      help="GPUs per actor (e.g. 1, or 0.5 to share one); actors use the GPU backend "
+                           "(default: none)")
     dist.add_argument("--memory-per-actor", type=float, metavar="GB",
-                      help="memory Ray reserves for each actor (limits actors per machine)")
-    gen = seg.add_argument_group("automatic mask generation (default mode)")
-    gen.add_argument("--points-per-side", type=int, default=32)
-    gen.add_argument("--points-per-batch", type=int, default=64)
-    gen.add_argument("--pred-iou-thresh", type=float, default=0.88)
-    gen.add_argument("--stability-score-thresh", type=float, default=0.95)
-    gen.add_argument("--stability-score-offset", type=float, default=1.0)
-    gen.add_argument("--box-nms-thresh", type=float, default=0.7)
-    gen.add_argument("--crop-n-layers", type=int, default=0)
-    gen.add_argument("--crop-nms-thresh", type=float, default=0.7)
-    gen.add_argument("--crop-overlap-ratio", type=float, default=512 / 1500)
-    gen.add_argument("--crop-n-points-downscale-factor", type=int, default=1)
-    gen.add_argument("--min-mask-region-area", type=int, default=0)
+                      help="memory Ray reserves for each actor, limiting actors per machine "
+                           "(default: none reserved)")
+    gen = seg.add_argument_group(
+        "automatic mask generation (everything mode: no --point, no --box)",
+        "The official SamAutomaticMaskGenerator's parameters and defaults. A mask is kept when its "
+        "predicted IoU is above --pred-iou-thresh and its stability score at least "
+        "--stability-score-thresh; lower them when an image gets no masks (random-weights "
+        "engines need 0).",
+    )
+    gen.add_argument("--points-per-side", type=int, metavar="N", default=32,
+                     help="the prompt grid has N x N points over the image (over each crop too)")
+    gen.add_argument("--points-per-batch", type=int, metavar="N", default=64,
+                     help="points the decoder runs at once (memory, not results)")
+    gen.add_argument("--pred-iou-thresh", type=float, metavar="X", default=0.88,
+                     help="keep masks whose predicted IoU is above this (0: keep all)")
+    gen.add_argument("--stability-score-thresh", type=float, metavar="X", default=0.95,
+                     help="keep masks whose stability score is at least this (0: keep all)")
+    gen.add_argument("--stability-score-offset", type=float, metavar="X", default=1.0,
+                     help="logit offset the stability score thresholds the mask at")
+    gen.add_argument("--box-nms-thresh", type=float, metavar="X", default=0.7,
+                     help="box IoU above which NMS drops the lower-scored of two masks in a crop")
+    gen.add_argument("--crop-n-layers", type=int, metavar="N", default=0,
+                     help="layers of overlapping crops to run on as well (layer i: (2**i)**2 crops)")
+    gen.add_argument("--crop-nms-thresh", type=float, metavar="X", default=0.7,
+                     help="box IoU above which NMS across crops drops a mask")
+    gen.add_argument("--crop-overlap-ratio", type=float, metavar="X", default=512 / 1500,
+                     help="overlap of neighbouring crops, as a fraction of the short side "
+                          "(default: 512/1500)")
+    gen.add_argument("--crop-n-points-downscale-factor", type=int, metavar="N", default=1,
+                     help="crop layer i has points-per-side / FACTOR**i points per side")
+    gen.add_argument("--min-mask-region-area", type=int, metavar="N", default=0,
+                     help="remove holes and islands smaller than this many pixels, then NMS again "
+                          "(0: off)")
     seg.set_defaults(run=_segment)
 
-    info = sub.add_parser("info", help="describe an engine directory and the backends available")
-    info.add_argument("engine", type=Path)
+    info = sub.add_parser("info", help="describe an engine directory and the backends available",
+                          formatter_class=HelpFormatter)
+    info.add_argument("engine", type=Path, help="engine directory (from `samrt export`)")
     info.set_defaults(run=_info)
     return parser
 

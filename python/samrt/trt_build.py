@@ -347,15 +347,17 @@ def _write_atomic(path: Path, data: bytes | memoryview) -> None:
         raise
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``samrt build ENGINE_DIR [options]``; returns the exit status."""
+def _parser() -> argparse.ArgumentParser:
+    from ._help import HelpFormatter
+
     parser = argparse.ArgumentParser(
         prog="samrt build",
         description="Compile an engine directory's ONNX graphs to TensorRT engines for this GPU.",
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("engine_dir", type=Path)
+    parser.add_argument("engine_dir", type=Path, help="engine directory (from `samrt export`)")
     parser.add_argument(
-        "--precision", default="fp32", help="which exported variant to build (fp32 or fp16)"
+        "--precision", default="fp32", choices=("fp32", "fp16"), help="which exported variant to build"
     )
     parser.add_argument(
         "--workspace-gib", type=float, default=DEFAULT_WORKSPACE_GIB, help="builder workspace limit"
@@ -364,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--role",
         choices=contract.ROLES,
         action="append",
-        help="build only this graph (repeatable)",
+        help="build only this graph (repeatable; default: every graph)",
     )
     parser.add_argument(
         "--max-batch", type=int, default=ProfileLimits.max_batch, help="images per encoder call"
@@ -389,11 +391,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--optimization-level",
         type=int,
         choices=range(6),
-        help="TensorRT builder optimization level",
+        help="TensorRT builder optimization level (default: TensorRT's, 3)",
     )
     parser.add_argument("--tf32", action="store_true", help="let fp32 layers use TF32 tensor cores")
     parser.add_argument("--force", action="store_true", help="rebuild engines that are up to date")
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``samrt build ENGINE_DIR [options]``; returns the exit status."""
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         limits = ProfileLimits(
             max_batch=args.max_batch,

@@ -17,20 +17,27 @@ __all__ = ["listening_socket", "main", "parser"]
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="samrt serve", description="HTTP service for interactive segmentation")
+    from .._help import HelpFormatter
+    from ..backends import BACKEND_NAMES
+
+    p = argparse.ArgumentParser(prog="samrt serve", description="HTTP service for interactive segmentation",
+                                formatter_class=HelpFormatter)
     p.add_argument("--engine", required=True, type=Path, help="engine directory (from `samrt export`)")
     p.add_argument("--images", type=Path, help="folder of images to annotate (the queue)")
     p.add_argument("--db", type=Path, help="SQLite file (default: <images>/.samrt/annotations.sqlite3, "
                    "or the user data folder)")
     p.add_argument("--uploads", type=Path, help="folder for uploaded images (default: next to the database)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other needs --token)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (any but a loopback one needs --token)")
     p.add_argument("--port", type=int, default=8000, help="port (0: any free one, printed at start)")
-    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every request but /healthz")
+    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every request but /healthz "
+                   "(default: none, allowed only on a loopback --host)")
     p.add_argument("--token-file", type=Path, help="read the token from this file")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
-                   help="allow cross-origin requests from ORIGIN (repeatable; none by default)")
-    p.add_argument("--backend", default="auto")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16"))
+                   help="allow cross-origin requests from ORIGIN (repeatable; default: none)")
+    p.add_argument("--backend", default="auto", choices=("auto", *BACKEND_NAMES),
+                   help="runtime that executes the graphs; auto picks the fastest that starts here")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16"),
+                   help="which exported graphs to run (fp16: GPU backends)")
     p.add_argument("--workers", type=int, default=2, help="inference threads, each with its own Predictor")
     p.add_argument("--queue-size", type=int, default=64, help="tasks that may wait; beyond it 503 + Retry-After")
     p.add_argument("--cache-mb", type=float, default=1024, help="memory for cached image embeddings")
@@ -38,9 +45,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--disk-cache-mb", type=float, default=4096, help="bound of --cache-dir")
     p.add_argument("--results-mb", type=float, default=256, help="memory for low-res logits kept for mask_input")
     p.add_argument("--prefetch", type=int, default=2, help="images after the current one encoded ahead")
-    p.add_argument("--max-upload-mb", type=float, default=50)
-    p.add_argument("--max-image-pixels", type=int, default=100_000_000, help="0: no limit")
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--max-upload-mb", type=float, default=50, help="largest image upload accepted (413 beyond)")
+    p.add_argument("--max-image-pixels", type=int, default=100_000_000,
+                   help="largest image (width x height) decoded; 0: no limit")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                   help="level of the service's log on stderr")
     p.add_argument("--log-json", action="store_true", help="log one JSON object per line")
     return p
 
