@@ -143,3 +143,50 @@ def test_bad_prompt_is_a_one_line_error(tiny_model: Any, tmp_path: Path) -> None
 def test_info(tiny_model: Any) -> None:
     result = samrt("info", str(tiny_model.engine_dir), check=True)
     assert "verified" in result.stdout and "CPUExecutionProvider" in result.stdout
+
+
+def _on_a_terminal(*args: str, timeout: float = 300) -> tuple[int, str, str]:
+    """Runs ``samrt ARGS`` with stderr on a pseudo-terminal: (status, stdout, what the
+    terminal showed)."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "samrt.cli", *args], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    shown = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    stdout, _ = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+    return proc.returncode, stdout, shown.decode(errors="replace")
+
+
+def test_everything_mode_shows_progress_on_a_terminal_only(tiny_model: Any, tmp_path: Path) -> None:
+    image = tmp_path / "one.png"
+    Image.fromarray(_photo(32)).save(image)
+    args = ["segment", str(image), "--engine", str(tiny_model.engine_dir), *FAST, "--points-per-batch", "4"]
+    status, stdout, shown = _on_a_terminal(*args, "--out", str(tmp_path / "a"))
+    assert status == 0, shown
+    assert "[1/1] one.png: batch 4/4" in shown  # 16 points, 4 a batch
+    assert "1 segmented" in stdout
+    status, stdout, shown = _on_a_terminal(*args, "--out", str(tmp_path / "b"), "--quiet")
+    assert status == 0 and shown == "", shown
+    piped = samrt(*args, "--out", str(tmp_path / "c"), check=True)
+    assert piped.stderr == ""
+
+
+def test_export_shows_its_stages_on_a_terminal(tmp_path: Path) -> None:
+    status, stdout, shown = _on_a_terminal("export", "--model-type", "tiny", "--random-weights",
+                                           "--out", str(tmp_path / "engine"))
+    assert status == 0, shown
+    for stage in ("loading the weights", "exporting encoder", "checking the decoder against PyTorch"):
+        assert f"samrt export: {stage}" in shown
+    assert "exported tiny" in stdout

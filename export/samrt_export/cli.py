@@ -64,10 +64,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing DIR (and all its variants)"
     )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress on stderr (there is none either when stderr is not a terminal)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from samrt._progress import StatusLine
+
     args = _parser().parse_args(argv)
     if args.checkpoint is None and not args.random_weights:
         if args.model_type not in OFFICIAL_CHECKPOINTS:
@@ -78,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         try:
-            args.checkpoint = download_checkpoint(args.model_type, progress=_DownloadProgress())
+            args.checkpoint = download_checkpoint(
+                args.model_type, progress=_DownloadProgress(quiet=args.quiet)
+            )
         except CheckpointDownloadError as e:
             print(f"samrt export: error: {e}", file=sys.stderr)
             return 1
@@ -91,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     started = time.perf_counter()
+    status = StatusLine("samrt export: ", quiet=args.quiet)
     try:
         if not args.overwrite and engine_is_current(
             args.model_type,
@@ -117,8 +127,11 @@ def main(argv: list[str] | None = None) -> int:
             opset=args.opset,
             precision=args.precision,
             overwrite=args.overwrite,
+            on_stage=status.show,
         )
+        status.close()
     except ExportError as e:
+        status.close()
         print(f"samrt export: error: {e}", file=sys.stderr)
         return 1
     elapsed = time.perf_counter() - started
@@ -130,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
 class _DownloadProgress:
     """Download progress on a terminal, every whole percent; silent in a pipe."""
 
-    def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
+    def __init__(self, quiet: bool = False) -> None:
+        self.enabled = not quiet and sys.stderr.isatty()
         self.shown = -1
 
     def __call__(self, done: int, total: int | None) -> None:

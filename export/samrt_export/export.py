@@ -7,7 +7,7 @@ import importlib.metadata
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ def export_engine(
     external_data: bool | None = None,
     exporter: graphs.Exporter = "torchscript",
     overwrite: bool = False,
+    on_stage: Callable[[str], None] | None = None,
 ) -> Path:
     """Exports a SAM model to an engine directory and returns its path.
 
@@ -77,7 +78,11 @@ def export_engine(
     exported from the same weights gains the variants it lacks (say fp16 next to its fp32
     graphs) without ``overwrite``; its files stay as they are and its manifest is replaced
     atomically once the new graphs have passed their check.
+
+    ``on_stage(text)``, when given, is called as each stage starts ("exporting encoder",
+    "checking decoder against PyTorch", ...): a command line's progress display.
     """
+    stage = on_stage if on_stage is not None else (lambda text: None)
     try:
         manifest_type, sam_config = resolve_config(model_type, config)
     except ValueError as e:
@@ -107,6 +112,7 @@ def export_engine(
 
     # By name where there is one, so that errors speak of "vit_h" rather than its numbers.
     architecture = sam_config if manifest_type == CUSTOM_MODEL_TYPE else manifest_type
+    stage("loading the weights")
     if checkpoint is not None:
         sam = build_sam(architecture, checkpoint=checkpoint)
     else:
@@ -124,6 +130,8 @@ def export_engine(
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
     try:
+        if check:
+            stage("running PyTorch for the reference outputs")
         reference = _check.Reference(sam) if check else None
         variants: dict[str, dict[str, ModelFile]] = {}
         export_check: dict[str, float] = {}
@@ -134,10 +142,12 @@ def export_engine(
         else:
             fp32_dir = staging
             variants["fp32"], export_check = _export_fp32(
-                sam, staging, reference, opset=opset, exporter=exporter, external_data=external_data
+                sam, staging, reference, stage, opset=opset, exporter=exporter,
+                external_data=external_data,
             )
             fp32_opset = graphs.opset_of(staging / contract.ENCODER_FILE)
         if "fp16" in wanted:
+            stage("converting the graphs to fp16")
             variants["fp16"] = {
                 role: _convert_and_verify(
                     fp32_dir / graphs.SPECS[role].file, spec, staging, external_data
@@ -145,6 +155,7 @@ def export_engine(
                 for role, spec in fp16.SPECS.items()
             }
             if reference is not None:
+                stage("checking the fp16 graphs against PyTorch")
                 export_check |= _check.check_fp16(
                     reference, {role: staging / spec.file for role, spec in fp16.SPECS.items()}
                 )
@@ -189,6 +200,7 @@ def _export_fp32(
     sam: Any,
     staging: Path,
     reference: _check.Reference | None,
+    stage: Callable[[str], None],
     **options: Any,
 ) -> tuple[dict[str, ModelFile], dict[str, float]]:
     # Graph by graph, each checked before the next is traced, so a bad export fails early;
@@ -202,11 +214,14 @@ def _export_fp32(
         else:
             module = graphs.MODULES[role](sam)
             example = graphs.decoder_example_inputs(role)
+        stage(f"exporting {role}")
         extra = _export_and_verify(module, example, spec, staging, **options)
         variant[role] = _model_file(staging, spec, extra)
         if reference is not None and role == contract.ENCODER:
+            stage("checking the encoder against PyTorch")
             export_check |= _check.check_encoder(reference, staging / spec.file)
     if reference is not None:
+        stage("checking the decoder against PyTorch")
         export_check |= _check.check_decoder(
             reference, {role: staging / graphs.SPECS[role].file for role in contract.DECODER_ROLES}
         )

@@ -65,6 +65,10 @@ BENCH_SCHEMA: dict[str, Any] = {
                 "width": {"type": "integer"},
             },
         },
+        "official_skipped": {
+            "type": ["string", "null"],
+            "description": "why there is no comparison with the official implementation",
+        },
         "results": {
             "type": "array",
             "items": {
@@ -80,6 +84,11 @@ BENCH_SCHEMA: dict[str, Any] = {
                     "median_s": {"type": "number", "minimum": 0},
                     "p90_s": {"type": "number", "minimum": 0},
                     "peak_rss_mb": {"type": "number", "minimum": 0},
+                    "peak_rss_scope": {
+                        "enum": ["case", "process"],
+                        "description": "case: the highest resident size while this case ran (Linux "
+                        "resets the peak before each); process: the process's peak so far",
+                    },
                     "speedup_vs_official": {"type": ["number", "null"]},
                 },
             },
@@ -132,29 +141,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     skip = {c for c in args.skip.split(",") if c}
     if unknown := skip - set(CASES):
         parser.error(f"unknown case(s) in --skip: {sorted(unknown)}; cases: {', '.join(CASES)}")
+    official: bool | str = not args.no_official or "--no-official"
+    if args.quick:
+        args.repeat, args.warmup = 1, 0
+        skip.add("generate")
+        official = "--quick"
 
-    with tempfile.TemporaryDirectory(prefix="samrt-bench-") as scratch:
-        engine, checkpoint = args.engine, args.checkpoint
-        if args.random_weights:
-            engine, checkpoint = _random_engine(args.model_type, Path(scratch))
-        report = run(
-            engine, checkpoint=checkpoint, image_path=args.image, backends=args.backends,
-            repeat=args.repeat, warmup=args.warmup, skip=skip, official=not args.no_official,
-        )
+    from ._progress import StatusLine
+
+    status = StatusLine("samrt-bench: ", quiet=args.quiet)
+    try:
+        with tempfile.TemporaryDirectory(prefix="samrt-bench-") as scratch:
+            engine, checkpoint = args.engine, args.checkpoint
+            if args.random_weights:
+                engine, checkpoint = _random_engine(args.model_type, Path(scratch), status.show)
+            report = run(
+                engine, checkpoint=checkpoint, image_path=args.image, backends=args.backends,
+                repeat=args.repeat, warmup=args.warmup, skip=skip, official=official,
+                on_case=status.show,
+            )
+    finally:
+        status.close()
     _print_table(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 
-def _random_engine(model_type: str, scratch: Path) -> tuple[Path, Path]:
+def _random_engine(
+    model_type: str, scratch: Path, on_stage: Callable[[str], None] | None = None
+) -> tuple[Path, Path]:
     try:
         from samrt_export import export_engine, save_random_checkpoint
     except ImportError as e:
         raise SystemExit(f"samrt-bench --random-weights needs samrt[export] ({e})") from None
     checkpoint = scratch / f"{model_type}-random.pth"
     save_random_checkpoint(model_type, 0, checkpoint)
-    engine = export_engine(model_type, checkpoint=checkpoint, out_dir=scratch / "engine")
+    engine = export_engine(
+        model_type, checkpoint=checkpoint, out_dir=scratch / "engine", on_stage=on_stage
+    )
     return Path(engine), checkpoint
 
 
@@ -167,18 +192,25 @@ def run(
     repeat: int,
     warmup: int,
     skip: set[str],
-    official: bool,
+    official: bool | str,
+    on_case: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
+    """The report. ``official``: True to compare with the official implementation, or why
+    not (a string, e.g. "--no-official"). ``on_case(text)`` is called as each case starts."""
     from .imageio import load_image
     from .manifest import load_manifest
 
     manifest = load_manifest(engine)
     image = load_image(image_path) if image_path else _synthetic_image()
+    note = on_case if on_case is not None else (lambda text: None)
     results: list[dict[str, Any]] = []
     for name, precision in _backend_choices(manifest, backends):
-        results += _bench_samrt(engine, name, precision, image, repeat, warmup, skip)
-    if official:
-        results += _bench_official(manifest, checkpoint, image, repeat, warmup, skip)
+        results += _bench_samrt(engine, name, precision, image, repeat, warmup, skip, note)
+    official_skipped: str | None = f"not asked for ({official})" if isinstance(official, str) else None
+    if official is True:
+        official_skipped = _official_unavailable(manifest, checkpoint)
+        if official_skipped is None:
+            results += _bench_official(manifest, checkpoint, image, repeat, warmup, skip, note)
     _add_speedups(results)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -187,6 +219,7 @@ def run(
         "engine": {"dir": str(engine), "model_type": manifest.model_type},
         "image": {"name": image_path.name if image_path else "synthetic", "height": int(image.shape[0]),
                   "width": int(image.shape[1])},
+        "official_skipped": official_skipped,
         "results": results,
     }
 
@@ -227,7 +260,40 @@ def measure(fn: Callable[[], Any], repeat: int, warmup: int) -> tuple[list[float
     return times, result
 
 
-def _row(implementation: str, precision: str, case: str, times: list[float]) -> dict[str, Any]:
+def _reset_peak_rss() -> bool:
+    """Resets the kernel's record of this process's peak resident size (Linux: writing 5 to
+    /proc/self/clear_refs); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def _peak_rss_mb() -> float:
+    """The peak resident size since the last reset (VmHWM), else the process's (ru_maxrss)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _measure_case(fn: Callable[[], Any], repeat: int, warmup: int) -> tuple[list[float], float, str]:
+    """measure(), with the peak resident size while it ran (or the process's, when the
+    peak cannot be reset here: the scope says which)."""
+    scope = "case" if _reset_peak_rss() else "process"
+    times, _ = measure(fn, repeat, warmup)
+    return times, _peak_rss_mb(), scope
+
+
+def _row(
+    implementation: str, precision: str, case: str, times: list[float], peak_mb: float, scope: str
+) -> dict[str, Any]:
     ordered = sorted(times)
     return {
         "implementation": implementation,
@@ -236,7 +302,8 @@ def _row(implementation: str, precision: str, case: str, times: list[float]) -> 
         "runs": len(times),
         "median_s": statistics.median(ordered),
         "p90_s": ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))],
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "peak_rss_mb": peak_mb,
+        "peak_rss_scope": scope,
     }
 
 
@@ -248,7 +315,7 @@ def _prompts(image: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _bench_samrt(engine: Path, backend: str, precision: str, image: np.ndarray, repeat: int, warmup: int,
-                 skip: set[str]) -> list[dict[str, Any]]:
+                 skip: set[str], note: Callable[[str], None]) -> list[dict[str, Any]]:
     from .amg import AutomaticMaskGenerator
     from .predictor import Model, Predictor
 
@@ -258,11 +325,12 @@ def _bench_samrt(engine: Path, backend: str, precision: str, image: np.ndarray, 
     def load() -> None:
         holder["model"] = Model(engine, backend, precision=precision)
 
-    times, _ = measure(load, repeat, 0)
+    note(f"{backend} {precision}: load")
+    times, peak, scope = _measure_case(load, repeat, 0)
     model = holder["model"]
     label = model.backend_name
     if "load" not in skip:
-        rows.append(_row(label, precision, "load", times))
+        rows.append(_row(label, precision, "load", times, peak, scope))
     predictor = Predictor(model)
     predictor.set_image(image)
     cases: dict[str, Callable[[], Any]] = {
@@ -276,29 +344,40 @@ def _bench_samrt(engine: Path, backend: str, precision: str, image: np.ndarray, 
         if case in skip:
             continue
         runs = repeat * 5 if case == "predict_1" else repeat
-        times, _ = measure(fn, runs, warmup if case != "generate" else 0)
-        rows.append(_row(label, precision, case, times))
+        note(f"{backend} {precision}: {case}")
+        times, peak, scope = _measure_case(fn, runs, warmup if case != "generate" else 0)
+        rows.append(_row(label, precision, case, times, peak, scope))
     return rows
 
 
-def _bench_official(manifest: Any, checkpoint: Path | None, image: np.ndarray, repeat: int, warmup: int,
-                    skip: set[str]) -> list[dict[str, Any]]:
+def _official_unavailable(manifest: Any, checkpoint: Path | None) -> str | None:
+    """Why the official implementation cannot be compared with here, or None."""
     try:
-        import torch
-        from segment_anything import SamAutomaticMaskGenerator, SamPredictor, sam_model_registry
+        from segment_anything import sam_model_registry
     except ImportError:
-        return []  # the official comparison is optional
-    if checkpoint is None or manifest.model_type not in sam_model_registry:
-        return []
+        return "torch and segment_anything are not installed (pip install 'samrt[export]')"
+    if checkpoint is None:
+        return "no checkpoint: pass --checkpoint FILE (the engine's weights) to compare"
+    if manifest.model_type not in sam_model_registry:
+        return f"segment_anything has no {manifest.model_type} model"
+    return None
+
+
+def _bench_official(manifest: Any, checkpoint: Path | None, image: np.ndarray, repeat: int, warmup: int,
+                    skip: set[str], note: Callable[[str], None]) -> list[dict[str, Any]]:
+    import torch
+    from segment_anything import SamAutomaticMaskGenerator, SamPredictor, sam_model_registry
+
     rows = []
     holder: dict[str, Any] = {}
 
     def load() -> None:
         holder["sam"] = sam_model_registry[manifest.model_type](checkpoint=str(checkpoint)).eval()
 
-    times, _ = measure(load, repeat, 0)
+    note("official fp32: load")
+    times, peak, scope = _measure_case(load, repeat, 0)
     if "load" not in skip:
-        rows.append(_row("official", "fp32", "load", times))
+        rows.append(_row("official", "fp32", "load", times, peak, scope))
     predictor = SamPredictor(holder["sam"])
     with torch.inference_mode():
         predictor.set_image(image)
@@ -320,8 +399,9 @@ def _bench_official(manifest: Any, checkpoint: Path | None, image: np.ndarray, r
             if case in skip:
                 continue
             runs = repeat * 5 if case == "predict_1" else repeat
-            times, _ = measure(fn, runs, warmup if case != "generate" else 0)
-            rows.append(_row("official", "fp32", case, times))
+            note(f"official fp32: {case}")
+            times, peak, scope = _measure_case(fn, runs, warmup if case != "generate" else 0)
+            rows.append(_row("official", "fp32", case, times, peak, scope))
     return rows
 
 
@@ -355,11 +435,27 @@ def _print_table(report: dict[str, Any]) -> None:
     print(f"samrt {report['samrt_version']} on {m['platform']}, {m['cpu_count']} CPUs; "
           f"engine {report['engine']['model_type']}; image {report['image']['name']} "
           f"{report['image']['width']}x{report['image']['height']}")
-    print(f"{'implementation':34}{'prec':6}{'case':20}{'median':>10}{'p90':>10}{'peak RSS':>11}{'vs official':>13}")
-    for r in report["results"]:
-        speed = "" if r["speedup_vs_official"] is None else f"{r['speedup_vs_official']:.2f}x"
-        print(f"{r['implementation'][:33]:34}{r['precision']:6}{r['case']:20}{_fmt(r['median_s']):>10}"
+    results = report["results"]
+    width = max([len("implementation"), *(len(r["implementation"]) for r in results)]) + 2
+    skipped = report.get("official_skipped")
+    print(f"{'implementation':{width}}{'prec':6}{'case':20}{'median':>10}{'p90':>10}{'peak RSS':>11}"
+          f"{'vs official':>13}")
+    for r in results:
+        if r["implementation"] == "official":
+            speed = "baseline"
+        elif r["speedup_vs_official"] is not None:
+            speed = f"{r['speedup_vs_official']:.2f}x"
+        else:
+            speed = "-"
+        print(f"{r['implementation']:{width}}{r['precision']:6}{r['case']:20}{_fmt(r['median_s']):>10}"
               f"{_fmt(r['p90_s']):>10}{r['peak_rss_mb']:>9.0f}MB{speed:>13}")
+    scopes = {r.get("peak_rss_scope") for r in results}
+    if scopes == {"case"}:
+        print("peak RSS: the highest resident size while each case ran (the peak is reset before each)")
+    elif results:
+        print("peak RSS: the process's highest resident size so far (this OS cannot reset it per case)")
+    if skipped:
+        print(f"vs official: none, {skipped}")
 
 
 def _fmt(seconds: float) -> str:

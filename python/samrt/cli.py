@@ -189,11 +189,14 @@ def _segment(args: argparse.Namespace) -> int:
             if getattr(args, option) is not None:
                 flag = "--" + option.replace("_", "-")
                 raise ValueError(f"{flag} is an option of --ray runs")
-        progress = _Progress(len(jobs))
-        summary = segment_local(
-            jobs, args.engine, args.out, options, on_image=lambda job: progress.update(Path(job.source).name)
-        )
-        progress.close()
+        progress = _Progress(len(jobs), quiet=args.quiet)
+        try:
+            summary = segment_local(
+                jobs, args.engine, args.out, options,
+                on_image=lambda job: progress.update(Path(job.source).name), on_batch=progress.batch,
+            )
+        finally:
+            progress.close()
         if args.report is not None:
             summary.write(args.report)
     else:
@@ -264,23 +267,26 @@ def _floats(text: str, option: str) -> list[float]:
 
 
 class _Progress:
-    """A one-line progress display on a terminal; silent when stderr is not one."""
+    """``[3/10] photo.jpg: batch 5/16`` on a terminal; silent when stderr is not one."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, quiet: bool = False) -> None:
+        from ._progress import StatusLine
+
         self.total = total
         self.count = 0
-        self.enabled = sys.stderr.isatty()
+        self.name = ""
+        self.line = StatusLine("", quiet=quiet)
 
     def update(self, name: str) -> None:
         self.count += 1
-        if self.enabled:
-            sys.stderr.write(f"\r\033[K[{self.count}/{self.total}] {name}")
-            sys.stderr.flush()
+        self.name = name
+        self.line.show(f"[{self.count}/{self.total}] {name}")
+
+    def batch(self, done: int, total: int) -> None:
+        self.line.show(f"[{self.count}/{self.total}] {self.name}: batch {done}/{total}")
 
     def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
+        self.line.close()
 
 
 if __name__ == "__main__":

@@ -499,13 +499,22 @@ class Segmenter:
         self.predictor = Predictor(model)
         # Called with the job just before its JSON (the file that marks it done) is written.
         self.before_json: Callable[[Job], None] | None = None
+        # Everything mode: called with (done, total) decoder batches of the current image.
+        self.on_batch: Callable[[int, int], None] | None = None
         self.generator: Any = None
         if options.everything:
             from .amg import AutomaticMaskGenerator
 
             self.generator = AutomaticMaskGenerator(
-                self.predictor, **options.generator_params(), output_mode="coco_rle"
+                self.predictor,
+                **options.generator_params(),
+                output_mode="coco_rle",
+                progress=self._batch_done,
             )
+
+    def _batch_done(self, done: int, total: int) -> None:
+        if self.on_batch is not None:
+            self.on_batch(done, total)
 
     @property
     def backend_name(self) -> str:
@@ -669,16 +678,19 @@ def segment_local(
     options: SegmentOptions,
     *,
     on_image: Callable[[Job], None] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
     model_factory: ModelFactory | None = None,
 ) -> RunSummary:
     """Segments ``jobs`` one after another in this process (what ``samrt segment`` does
-    without ``--ray``); ``on_image(job)`` is called before each one (a progress display)."""
+    without ``--ray``); ``on_image(job)`` is called before each one and, in everything mode,
+    ``on_batch(done, total)`` after each decoder batch of it (a progress display)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
     summary = RunSummary(images=len(jobs))
     started = time.perf_counter()
     segmenter = Segmenter(engine_dir, options, out, model_factory=model_factory)
+    segmenter.on_batch = on_batch
     _log.info("samrt segment: %d images on %s", len(jobs), segmenter.backend_name)
     for job in jobs:
         if on_image is not None:
