@@ -190,3 +190,17 @@ def test_export_shows_its_stages_on_a_terminal(tmp_path: Path) -> None:
     for stage in ("loading the weights", "exporting encoder", "checking the decoder against PyTorch"):
         assert f"samrt export: {stage}" in shown
     assert "exported tiny" in stdout
+
+
+def test_zero_masks_are_explained(tiny_model: Any, tmp_path: Path) -> None:
+    image = tmp_path / "one.png"
+    Image.fromarray(_photo(33)).save(image)
+    out = tmp_path / "out"
+    # The default thresholds drop every mask of random weights.
+    result = samrt("segment", str(image), "--engine", str(tiny_model.engine_dir), "--out", str(out),
+                   "--points-per-side", "4", check=True)
+    assert "0 masks" in result.stdout
+    assert json.loads((out / "one.png.json").read_text())["annotations"] == []
+    line = next(line for line in result.stderr.splitlines() if "0 masks for" in line)
+    assert f"0 masks for {image}: 0 of 48 candidate masks kept; dropped " in line
+    assert "--pred-iou-thresh=0.88" in line and "lower --pred-iou-thresh" in line, line

@@ -8,12 +8,13 @@ the compiled kernels only: it never imports torch.
 from __future__ import annotations
 
 from ._core import __version__, get_num_threads, set_num_threads
-from .amg import AutomaticMaskGenerator
+from .amg import AutomaticMaskGenerator, GenerateStats
 from .errors import BackendUnavailableError, EngineDirError, ImageNotSetError, SamrtError
 from .predictor import ImageState, Model, Predictor
 
 __all__ = [
     "AutomaticMaskGenerator",
+    "GenerateStats",
     "BackendUnavailableError",
     "EngineDirError",
     "ImageNotSetError",

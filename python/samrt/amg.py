@@ -30,7 +30,7 @@ import math
 import numbers
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import product
 from typing import Any
 
@@ -53,6 +53,7 @@ from .predictor import Model, Predictor
 __all__ = [
     "OUTPUT_MODES",
     "AutomaticMaskGenerator",
+    "GenerateStats",
     "build_all_layer_point_grids",
     "build_point_grid",
     "generate_crop_boxes",
@@ -219,6 +220,66 @@ def _xywh(box: npt.NDArray[Any], as_float: bool) -> list[int] | list[float]:
     return [float(v) for v in xywh] if as_float else xywh
 
 
+# -- what the filters dropped -----------------------------------------------------------
+
+
+# (field, the generator parameter behind that filter), in the order the filters run; the
+# crop-edge filter has no parameter of its own (it runs with crop_n_layers > 0).
+_FILTERS = (
+    ("pred_iou", "pred_iou_thresh"),
+    ("stability", "stability_score_thresh"),
+    ("crop_edge", None),
+    ("box_nms", "box_nms_thresh"),
+    ("crop_nms", "crop_nms_thresh"),
+    ("small_regions", "min_mask_region_area"),
+)
+
+
+@dataclass
+class GenerateStats:
+    """What one :meth:`AutomaticMaskGenerator.generate` call did with the decoder's
+    candidate masks: how many each filter dropped, in the order they ran, and how many were
+    kept (the records returned). ``thresholds`` are the generator's parameters behind them."""
+
+    candidates: int = 0  # masks the decoder proposed (3 per point of every crop's grid)
+    pred_iou: int = 0  # predicted IoU not above pred_iou_thresh
+    stability: int = 0  # stability score below stability_score_thresh
+    crop_edge: int = 0  # box on a crop edge that is not an image edge (crops only)
+    box_nms: int = 0  # duplicates within a crop (box_nms_thresh)
+    crop_nms: int = 0  # duplicates across crops (crop_nms_thresh)
+    small_regions: int = 0  # dropped by the NMS after min_mask_region_area's cleanup
+    kept: int = 0
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    def dropped(self) -> dict[str, int]:
+        """Filter (a field name) -> masks it dropped, for the filters that dropped some."""
+        return {name: getattr(self, name) for name, _ in _FILTERS if getattr(self, name)}
+
+    def describe(self, flag: Callable[[str], str] = lambda param: param) -> str:
+        """One sentence: the candidates, what each filter dropped, and, with none kept, which
+        thresholds to lower. ``flag(parameter)`` names a parameter (a CLI gives its option)."""
+        params = dict(_FILTERS)
+        parts = []
+        for name, count in self.dropped().items():
+            param = params[name]
+            if param is None:
+                parts.append(f"{count} on crop edges")
+            else:
+                parts.append(f"{count} by {flag(param)}={self.thresholds.get(param, 0):g}")
+        text = f"{self.kept} of {self.candidates} candidate masks kept"
+        if parts:
+            text += "; dropped " + ", ".join(parts)
+        if self.kept == 0 and self.candidates:
+            lower = [
+                flag(param)
+                for name in ("pred_iou", "stability")
+                if getattr(self, name) and (param := params[name]) is not None
+            ]
+            if lower:
+                text += f"; lower {' and '.join(lower)} to keep more (random weights need 0)"
+        return text
+
+
 # -- parameter checks --------------------------------------------------------------------
 
 
@@ -298,6 +359,9 @@ class AutomaticMaskGenerator:
     sets its image), a :class:`samrt.Model` (a Predictor is made over it) or an engine
     directory. ``progress`` is a callback ``progress(done_batches, total_batches)``
     called after each decoder batch, or True for a tqdm progress bar.
+
+    After each ``generate``, ``last_stats`` (a :class:`GenerateStats`) says how many
+    candidate masks each filter dropped: why an image got few masks, or none.
     """
 
     def __init__(
@@ -381,6 +445,8 @@ class AutomaticMaskGenerator:
                     f"progress must be a callable progress(done_batches, total_batches), True or None, got {progress!r}"
                 )
             self._progress_callback = progress
+        self.last_stats: GenerateStats | None = None
+        self._stats = GenerateStats()
 
         if isinstance(predictor_or_engine_dir, Predictor):
             self.predictor = predictor_or_engine_dir
@@ -399,8 +465,21 @@ class AutomaticMaskGenerator:
         segmentation, area, bbox (XYWH), predicted_iou, point_coords, stability_score and
         crop_box (XYWH), in the official generator's order."""
         image = as_image(image, "image", max_pixels=self.predictor.max_image_pixels)
+        self._stats = GenerateStats(
+            thresholds={
+                "pred_iou_thresh": self.pred_iou_thresh,
+                "stability_score_thresh": self.stability_score_thresh,
+                "box_nms_thresh": self.box_nms_thresh,
+                "crop_nms_thresh": self.crop_nms_thresh,
+                "min_mask_region_area": self.min_mask_region_area,
+            }
+        )
+        self.last_stats = None
         try:
-            return self._generate_records(image)
+            records = self._generate_records(image)
+            self._stats.kept = len(records)
+            self.last_stats = self._stats
+            return records
         finally:
             # Decoder runs and every batch's RLEs came and went: return that memory to the
             # OS so that a service's resident size stays flat (see csrc/heap.hpp).
@@ -446,7 +525,9 @@ class AutomaticMaskGenerator:
             widths = masks.crop_boxes[:, 2] - masks.crop_boxes[:, 0]
             heights = masks.crop_boxes[:, 3] - masks.crop_boxes[:, 1]
             scores = np.float32(1.0) / (widths * heights).astype(np.float32)
+            before = len(masks)
             masks = masks.take(_nms(masks.boxes, scores, self.crop_nms_thresh))
+            self._stats.crop_nms += before - len(masks)
         return masks
 
     def _process_crop(
@@ -474,7 +555,9 @@ class AutomaticMaskGenerator:
         masks = _Masks.concatenate(batches)
 
         # Duplicates within the crop.
+        before = len(masks)
         masks = masks.take(_nms(masks.boxes, masks.iou_preds, self.box_nms_thresh))
+        self._stats.box_nms += before - len(masks)
 
         # Back to the image's frame.
         masks.boxes = masks.boxes + np.array([x0, y0, x0, y0], dtype=np.int64)
@@ -491,6 +574,7 @@ class AutomaticMaskGenerator:
     ) -> _Masks:
         predictor = self.predictor
         prompts = (points[:, None, :], np.ones((len(points), 1)))
+        tally = self._stats
         if self.pred_iou_thresh > 0.0:
             # The predicted-IoU filter needs only the scores: a point none of whose masks
             # passes it is never upscaled, nor upsampled.
@@ -501,6 +585,7 @@ class AutomaticMaskGenerator:
         else:
             scores, low_res = predictor.predict_low_res(*prompts, multimask_output=True)
         n_per_point = scores.shape[1]
+        tally.candidates += len(prompts[0]) * n_per_point
         iou_preds = scores.reshape(-1)
         batch_points = points.repeat(n_per_point, axis=0)
         logits = low_res.reshape(-1, *low_res.shape[2:])
@@ -510,6 +595,7 @@ class AutomaticMaskGenerator:
             keep = np.flatnonzero(iou_preds > np.float32(self.pred_iou_thresh))
             if len(keep) < len(iou_preds):
                 iou_preds, batch_points, logits = iou_preds[keep], batch_points[keep], logits[keep]
+        tally.pred_iou += len(prompts[0]) * n_per_point - len(iou_preds)
 
         stability_thresh = self.stability_score_thresh
         assert predictor.input_size is not None and predictor.original_size is not None
@@ -535,6 +621,7 @@ class AutomaticMaskGenerator:
         index = np.arange(len(iou_preds))
         if stability_thresh > 0.0:
             index = np.flatnonzero(stability >= np.float32(stability_thresh))
+        tally.stability += len(iou_preds) - len(index)
         # The official computes boxes here; with no mask left they are float32 zeros(0, 4).
         boxes_are_float = len(index) == 0
 
@@ -542,6 +629,7 @@ class AutomaticMaskGenerator:
             boxes[index], crop_box, [0, 0, orig_size[1], orig_size[0]]
         )
         index = index[~near_edge]
+        tally.crop_edge += int(near_edge.sum())
 
         kept = []
         for i in index.tolist():
@@ -596,6 +684,7 @@ class AutomaticMaskGenerator:
                     new_areas[start + offset] = area
         scores = np.where(changed, np.float32(0.0), np.float32(1.0)).astype(np.float32)
         keep = _nms(new_boxes, scores, nms_thresh)
+        self._stats.small_regions += len(masks) - len(keep)
         for i in keep.tolist():
             if changed[i]:
                 masks.rles[i] = new_rles[i]

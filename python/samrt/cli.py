@@ -217,6 +217,8 @@ def _segment(args: argparse.Namespace) -> int:
             on_cluster=lambda text: print(f"samrt segment: {text}", file=sys.stderr),
         )
     print(summary.line())
+    for empty in summary.no_masks:
+        print(f"samrt segment: 0 masks for {empty['image']}: {empty['why']}", file=sys.stderr)
     for failure in summary.failures:
         print(f"samrt: failed: {failure['error']}", file=sys.stderr)
     return 1 if summary.failures else 0

@@ -461,6 +461,8 @@ class ImageOutcome:
     masks: int = 0
     error: str | None = None
     seconds: float = 0.0
+    # Everything mode, 0 masks: what the generator's filters dropped (GenerateStats.describe).
+    why_no_masks: str | None = None
 
 
 class Segmenter:
@@ -569,8 +571,16 @@ class Segmenter:
         if self.before_json is not None:
             self.before_json(job)
         write_atomic(job.output(self.out_dir, ".json"), (json.dumps(result) + "\n").encode())
+        why = None
+        if not records and self.generator is not None and self.generator.last_stats is not None:
+            why = self.generator.last_stats.describe(lambda param: "--" + param.replace("_", "-"))
         return ImageOutcome(
-            job.source, job.rel, "done", masks=len(records), seconds=time.perf_counter() - started
+            job.source,
+            job.rel,
+            "done",
+            masks=len(records),
+            seconds=time.perf_counter() - started,
+            why_no_masks=why,
         )
 
 
@@ -629,6 +639,8 @@ class RunSummary:
     masks: int = 0
     elapsed_s: float = 0.0
     failures: list[dict[str, str]] = field(default_factory=list)  # {"image": ..., "error": ...}
+    # Everything mode: images that got 0 masks, and which filters dropped their candidates.
+    no_masks: list[dict[str, str]] = field(default_factory=list)  # {"image": ..., "why": ...}
     cluster: str | None = None  # Ray runs: which cluster ran it,
     actors: int | None = None  # with how many actors
     threads_per_actor: int | None = None
@@ -649,6 +661,8 @@ class RunSummary:
         if outcome.status == "done":
             self.done += 1
             self.masks += outcome.masks
+            if outcome.why_no_masks is not None:
+                self.no_masks.append({"image": outcome.source, "why": outcome.why_no_masks})
         else:
             self.failures.append({"image": outcome.source, "error": outcome.error or "failed"})
 

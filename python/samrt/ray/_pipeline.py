@@ -176,6 +176,7 @@ class SegmentActor:
             "status": _object_array([o.status for o in outcomes]),
             "masks": np.array([o.masks for o in outcomes], dtype=np.int64),
             "error": _object_array([o.error or "" for o in outcomes]),
+            "why_no_masks": _object_array([o.why_no_masks or "" for o in outcomes]),
             "seconds": np.array([o.seconds for o in outcomes], dtype=np.float64),
             "node": _object_array([self.node] * len(outcomes)),
             "actor": _object_array([f"{self.node[:8]}/{os.getpid()}"] * len(outcomes)),
@@ -333,6 +334,7 @@ def segment_dataset(
                         masks=int(row["masks"]),
                         error=str(row["error"]) or None,
                         seconds=float(row["seconds"]),
+                        why_no_masks=str(row["why_no_masks"]) or None,
                     )
                 )
                 if row["status"] == "done":
