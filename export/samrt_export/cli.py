@@ -13,7 +13,7 @@ from pathlib import Path
 
 from samrt.checkpoints import OFFICIAL_CHECKPOINTS, CheckpointDownloadError, download_checkpoint
 
-from .config import CLI_MODEL_TYPES
+from .config import ALL_CLI_MODEL_TYPES
 
 INSTALL_HINT = "pip install 'samrt[export]'"
 
@@ -23,13 +23,13 @@ def _parser() -> argparse.ArgumentParser:
         prog="samrt export",
         description="Export a SAM model to an samrt engine directory (ONNX graphs + manifest).",
     )
-    parser.add_argument("--model-type", required=True, choices=CLI_MODEL_TYPES)
+    parser.add_argument("--model-type", required=True, choices=ALL_CLI_MODEL_TYPES)
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument(
         "--checkpoint",
         type=Path,
         metavar="FILE",
-        help="official SAM .pth file (default: download Meta's checkpoint into the samrt cache)",
+        help="official SAM .pth or SAM 2.1 .pt file (default: download Meta's checkpoint into the samrt cache)",
     )
     weights.add_argument(
         "--random-weights", action="store_true", help="seeded random weights (for tests)"
