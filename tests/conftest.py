@@ -4,9 +4,23 @@ the default deselection of @pytest.mark.slow tests."""
 from __future__ import annotations
 
 import pytest
-from models import sample_image, tiny_fp16_model, tiny_model, vit_b_fp16_model, vit_b_model
+from models import (
+    sample_image,
+    tiny_fp16_model,
+    tiny_model,
+    tiny_sam2_model,
+    vit_b_fp16_model,
+    vit_b_model,
+)
 
-__all__ = ["sample_image", "tiny_fp16_model", "tiny_model", "vit_b_fp16_model", "vit_b_model"]
+__all__ = [
+    "sample_image",
+    "tiny_fp16_model",
+    "tiny_model",
+    "tiny_sam2_model",
+    "vit_b_fp16_model",
+    "vit_b_model",
+]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -10,6 +10,10 @@ Fixtures:
   tiny_fp16_model, vit_b_fp16_model
                 the same engine directories with the fp16 variant added next to fp32.
   sample_image  a loader: sample_image("truck.jpg") -> HxWx3 uint8 RGB from ../shared/images.
+  tiny_sam2_model
+                a real-architecture SAM 2.1 (sam2.1_hiera_tiny's configuration with an
+                8-channel, 5-block Hiera; seed 0), exported; skipped when Meta's sam2
+                package is not installed.
 """
 
 from __future__ import annotations
@@ -160,6 +164,85 @@ def tiny_fp16_model(tiny_model: ExportedModel) -> ExportedModel:
 @pytest.fixture(scope="session")
 def vit_b_fp16_model(vit_b_model: ExportedModel) -> ExportedModel:
     return _with_fp16(vit_b_model)
+
+
+@dataclass(frozen=True)
+class ExportedSam2Model:
+    """A SAM 2.1 engine directory with the official-format checkpoint it was exported from."""
+
+    model_type: str
+    seed: int
+    engine_dir: Path
+    checkpoint: Path
+
+    def official_model(self) -> Any:
+        """A fresh official SAM2Base (eval, CPU), built by sam2.build_sam.build_sam2 as the
+        image predictor's users build it."""
+        from samrt_export.config import sam2_config
+
+        from sam2.build_sam import build_sam2
+
+        config = sam2_config(self.model_type)
+        return build_sam2(
+            config["config_file"], str(self.checkpoint), device="cpu",
+            hydra_overrides_extra=list(config["overrides"]),
+        ).eval()
+
+    def official_predictor(self, **kwargs: Any) -> Any:
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+        return SAM2ImagePredictor(self.official_model(), **kwargs)
+
+
+def require_sam2() -> None:
+    """Skips the test, saying why, when Meta's sam2 package (the SAM 2.1 oracle and the
+    exporter's source of the architecture) is not installed."""
+    try:
+        import sam2  # noqa: F401
+    except ImportError as e:
+        pytest.skip(
+            f"Meta's sam2 package is not installed ({e}); install it with "
+            "`SAM2_BUILD_CUDA=0 .venv/bin/pip install --no-build-isolation -c ci/constraints.txt sam2==1.1.0`"
+        )
+
+
+def _exported_sam2_model(request: pytest.FixtureRequest, model_type: str, seed: int) -> ExportedSam2Model:
+    require_sam2()
+    import samrt_export
+    from samrt import contract, manifest
+    from samrt_export.sam2 import save_random_sam2_checkpoint
+
+    digest = hashlib.sha256(json.dumps({"model_type": model_type, "seed": seed}).encode())
+    for package in ("torch", "onnx", "onnxruntime", "sam2"):
+        digest.update(f"{package}={version(package)}".encode())
+    sources = sorted(Path(samrt_export.__file__).parent.glob("*.py"))
+    for source in [*sources, Path(contract.__file__), Path(manifest.__file__)]:
+        digest.update(source.name.encode())
+        digest.update(source.read_bytes())
+    cache = getattr(request.config, "cache", None)
+    if cache is None:
+        root = request.getfixturevalue("tmp_path_factory").mktemp("samrt-models")
+    else:
+        root = Path(cache.mkdir("samrt-models"))
+    prefix = f"{model_type}-seed{seed}-"
+    entry = root / (prefix + digest.hexdigest()[:20])
+    checkpoint = entry / f"{model_type}-seed{seed}.pt"
+    model = ExportedSam2Model(model_type, seed, entry / "engine", checkpoint)
+    if _cached_entry_is_valid(entry, checkpoint):
+        return model
+    shutil.rmtree(entry, ignore_errors=True)
+    entry.mkdir(parents=True)
+    save_random_sam2_checkpoint(model_type, seed, checkpoint)
+    samrt_export.export_engine(model_type, checkpoint=checkpoint, out_dir=model.engine_dir)
+    for stale in root.glob(prefix + "*"):
+        if stale != entry:
+            shutil.rmtree(stale, ignore_errors=True)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_sam2_model(request: pytest.FixtureRequest) -> ExportedSam2Model:
+    return _exported_sam2_model(request, "sam2.1_tiny_test", seed=0)
 
 
 def shared_image(name: str) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from samrt.checkpoints import OFFICIAL_CHECKPOINTS, CheckpointDownloadError, download_checkpoint
 
-from .config import CLI_MODEL_TYPES
+from .config import ALL_CLI_MODEL_TYPES
 
 INSTALL_HINT = "pip install 'samrt[export]'"
 
@@ -29,16 +29,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model-type",
         required=True,
-        choices=CLI_MODEL_TYPES,
-        help="SAM's vit_b, vit_l or vit_h; tiny is a small model for tests (with "
-        "--random-weights: it has no official checkpoint)",
+        choices=ALL_CLI_MODEL_TYPES,
+        help="SAM's vit_b, vit_l or vit_h, or SAM 2.1's sam2.1_hiera_*; tiny and "
+        "sam2.1_tiny_test are small models for tests (with --random-weights: they have no "
+        "official checkpoint)",
     )
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument(
         "--checkpoint",
         type=Path,
         metavar="FILE",
-        help="official SAM .pth file (default: download Meta's checkpoint, once, into "
+        help="official SAM .pth or SAM 2.1 .pt file (default: download Meta's checkpoint, once, into "
         "$SAMRT_CACHE_DIR/checkpoints, else $XDG_CACHE_HOME/samrt/checkpoints, else "
         "~/.cache/samrt/checkpoints)",
     )

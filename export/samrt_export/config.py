@@ -72,7 +72,7 @@ TINY_CONFIG = SamConfig(
 # What the manifest calls an architecture that is not one of the official three.
 CUSTOM_MODEL_TYPE = "custom"
 
-CLI_MODEL_TYPES = (*OFFICIAL_CONFIGS, "tiny")
+CLI_MODEL_TYPES: tuple[str, ...] = (*OFFICIAL_CONFIGS, "tiny")
 
 
 def resolve_config(
@@ -103,3 +103,51 @@ def resolve_config(
         f"unknown model_type {model_type!r}; expected one of "
         f"{', '.join((*CLI_MODEL_TYPES, CUSTOM_MODEL_TYPE))}"
     )
+
+
+# -- SAM 2.1 -----------------------------------------------------------------------------
+# The official image models, by the names of their checkpoint files, with the sam2
+# package's Hydra configuration of each. Their configuration is the package's (model_config
+# in the manifest records the config file and any overrides).
+SAM2_CONFIG_FILES: dict[str, str] = {
+    "sam2.1_hiera_tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "sam2.1_hiera_small": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "sam2.1_hiera_base_plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "sam2.1_hiera_large": "configs/sam2.1/sam2.1_hiera_l.yaml",
+}
+# A real-architecture SAM 2.1 small enough to export and run in seconds (tests): the
+# sam2.1_hiera_tiny configuration with an 8-channel, 5-block Hiera (four stages, query
+# pooling, windowed blocks and one global block; windows of 14 pad the 64x64 stage).
+SAM2_TINY_MODEL_TYPE = "sam2.1_tiny_test"
+SAM2_TINY_OVERRIDES: tuple[str, ...] = (
+    "++model.image_encoder.trunk.embed_dim=8",
+    "++model.image_encoder.trunk.num_heads=1",
+    "++model.image_encoder.trunk.stages=[1,1,2,1]",
+    "++model.image_encoder.trunk.global_att_blocks=[3]",
+    "++model.image_encoder.neck.backbone_channel_list=[64,32,16,8]",
+)
+SAM2_MODEL_TYPES: tuple[str, ...] = (*SAM2_CONFIG_FILES, SAM2_TINY_MODEL_TYPE)
+# The overrides the official build_sam2 adds for image prediction (apply_postprocessing):
+# single-mask requests fall back to the best multimask output when unstable.
+SAM2_POSTPROCESSING_OVERRIDES: tuple[str, ...] = (
+    "++model.sam_mask_decoder_extra_args.dynamic_multimask_via_stability=true",
+    "++model.sam_mask_decoder_extra_args.dynamic_multimask_stability_delta=0.05",
+    "++model.sam_mask_decoder_extra_args.dynamic_multimask_stability_thresh=0.98",
+)
+
+
+def sam2_config(model_type: str) -> dict[str, Any]:
+    """The manifest's model_config of a SAM 2.1 model type: its sam2 config file and the
+    Hydra overrides on top of it (ValueError for an unknown type)."""
+    if model_type == SAM2_TINY_MODEL_TYPE:
+        return {
+            "config_file": SAM2_CONFIG_FILES["sam2.1_hiera_tiny"],
+            "overrides": list(SAM2_TINY_OVERRIDES),
+        }
+    if model_type in SAM2_CONFIG_FILES:
+        return {"config_file": SAM2_CONFIG_FILES[model_type], "overrides": []}
+    raise ValueError(f"unknown SAM 2.1 model type {model_type!r}; expected one of {', '.join(SAM2_MODEL_TYPES)}")
+
+
+# Every --model-type `samrt export` takes: SAM's and SAM 2.1's.
+ALL_CLI_MODEL_TYPES: tuple[str, ...] = (*CLI_MODEL_TYPES, *SAM2_MODEL_TYPES)

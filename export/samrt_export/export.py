@@ -20,7 +20,7 @@ from samrt.manifest import Manifest, ModelFile, load_manifest, sha256_file, writ
 from . import check as _check
 from . import fp16, graphs
 from ._deps import onnx, torch
-from .config import CUSTOM_MODEL_TYPE, SamConfig, resolve_config
+from .config import CUSTOM_MODEL_TYPE, SAM2_MODEL_TYPES, SamConfig, resolve_config
 from .encoder import EncoderGraph
 from .errors import ExportError
 from .models import build_sam
@@ -81,8 +81,29 @@ def export_engine(
 
     ``on_stage(text)``, when given, is called as each stage starts ("exporting encoder",
     "checking decoder against PyTorch", ...): a command line's progress display.
+
+    The SAM 2.1 model types (samrt_export.config.SAM2_MODEL_TYPES) are exported by
+    :func:`samrt_export.sam2.export_sam2_engine` (fp32, the official sam2 modules).
     """
     stage = on_stage if on_stage is not None else (lambda text: None)
+    if model_type in SAM2_MODEL_TYPES:
+        if config is not None or exporter != "torchscript" or external_data is not None:
+            raise ExportError(
+                f"{model_type} takes no config, exporter or external_data: its architecture is "
+                "the sam2 package's configuration"
+            )
+        from .sam2 import export_sam2_engine
+
+        return export_sam2_engine(
+            model_type,
+            out_dir=out_dir,
+            checkpoint=checkpoint,
+            random_seed=random_seed,
+            opset=opset,
+            precision=precision,
+            check=check,
+            overwrite=overwrite,
+        )
     try:
         manifest_type, sam_config = resolve_config(model_type, config)
     except ValueError as e:
@@ -290,6 +311,12 @@ def engine_is_current(
     configuration, the same weights (the checkpoint's sha256, or the random seed), the
     requested precision's variants and (when given) the opset. Then export_engine, without
     ``overwrite``, returns it untouched."""
+    if model_type in SAM2_MODEL_TYPES:
+        from .sam2 import _source, sam2_engine_is_current
+
+        if precision != "fp32" or (checkpoint is None) == (random_seed is None):
+            return False
+        return sam2_engine_is_current(model_type, Path(out_dir), _source(checkpoint, random_seed), opset)
     try:
         manifest_type, sam_config = resolve_config(model_type, config)
     except ValueError as e:

@@ -26,7 +26,9 @@ from .manifest import sha256_file
 @dataclass(frozen=True)
 class OfficialCheckpoint:
     url: str
-    sha256: str
+    # None where samrt knows no authoritative sha256 yet: such a checkpoint is not
+    # downloaded (it could not be verified); download it yourself and pass --checkpoint.
+    sha256: str | None
 
     @property
     def file_name(self) -> str:
@@ -47,6 +49,13 @@ OFFICIAL_CHECKPOINTS: dict[str, OfficialCheckpoint] = {
         "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
         "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
     ),
+    # SAM 2.1, the URLs of the sam2 repository's checkpoints/download_ckpts.sh. Meta
+    # publishes no sha256 for them and samrt has not recorded one from an authoritative
+    # source yet: not yet known.
+    **{
+        name: OfficialCheckpoint(f"https://dl.fbaipublicfiles.com/segment_anything_2/092824/{name}.pt", None)
+        for name in ("sam2.1_hiera_tiny", "sam2.1_hiera_small", "sam2.1_hiera_base_plus", "sam2.1_hiera_large")
+    },
 }
 
 _CHUNK = 1 << 20
@@ -81,21 +90,27 @@ def download_checkpoint(
             raise ValueError(
                 f"no official checkpoint for model type {model_type!r}; known: {', '.join(OFFICIAL_CHECKPOINTS)}"
             ) from None
+    expected = source.sha256
+    if expected is None:
+        raise CheckpointDownloadError(
+            f"samrt knows no sha256 of {source.file_name} yet, so it cannot verify a download; "
+            f"download {source.url} yourself and pass --checkpoint FILE"
+        )
     folder = (directory or cache_dir()) / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / source.file_name
     with _exclusive(folder / f".{source.file_name}.lock"):
         if final.exists():
-            if sha256_file(final) == source.sha256:
+            if sha256_file(final) == expected:
                 return final
             final.unlink()  # altered or from an older, broken samrt: fetch again
         partial = final.with_name(final.name + ".part")
         _fetch(source.url, partial, timeout, progress)
         actual = sha256_file(partial)
-        if actual != source.sha256:
+        if actual != expected:
             partial.unlink()
             raise CheckpointDownloadError(
-                f"{source.url} has sha256 {actual[:16]}…, expected {source.sha256[:16]}…; "
+                f"{source.url} has sha256 {actual[:16]}…, expected {expected[:16]}…; "
                 "the download was corrupted or the file changed; try again, or pass --checkpoint FILE"
             )
         os.replace(partial, final)

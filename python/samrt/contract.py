@@ -95,3 +95,27 @@ GRAPH_IO: Final = {
 }
 
 MODEL_TYPES: Final = ("vit_b", "vit_l", "vit_h")
+
+# -- SAM 2.1 (family "sam2") ---------------------------------------------------------------
+# Two graphs: the encoder (Hiera + FPN neck, with the decoder's 1x1 projections of the two
+# high-resolution levels and no_mem_embed added to the embedding, as SAM2ImagePredictor
+# does) and the decoder (prompt encoder + mask decoder, all four masks and their scores;
+# the family picks the multimask three or the single mask, dynamically by stability).
+# The image is resized to IMAGE_SIZE x IMAGE_SIZE (no aspect-preserving pad).
+SAM2_FAMILY: Final = "sam2"
+SAM2_ENCODER_FILE: Final = "sam2_encoder.onnx"
+SAM2_DECODER_FILE: Final = "sam2_decoder.onnx"
+SAM2_DECODER: Final = "decoder"
+SAM2_ROLES: Final = (ENCODER, SAM2_DECODER)
+SAM2_EMBEDDING: Final = "image_embed"
+# [B,32,256,256] and [B,64,128,128]: conv_s0 and conv_s1 of the FPN's two finest levels.
+SAM2_HIGH_RES: Final = ("high_res_feats_0", "high_res_feats_1")
+SAM2_HIGH_RES_SHAPES: Final = ((EMBEDDING_DIM // 8, 256, 256), (EMBEDDING_DIM // 4, 128, 128))
+SAM2_ENCODER_OUTPUTS: Final = (SAM2_EMBEDDING, *SAM2_HIGH_RES)
+SAM2_DECODER_INPUTS: Final = (*SAM2_ENCODER_OUTPUTS, *PROMPT_INPUTS)
+# [P,4] IoU predictions, [P,4,256,256] mask logits, [P,1] object score logits.
+SAM2_DECODER_OUTPUTS: Final = ("iou_predictions", "low_res_masks", "object_score_logits")
+# SAM2ImagePredictor clamps the low-resolution logits it returns to +/- this (the masks
+# are upsampled from the unclamped ones).
+SAM2_LOGIT_CLAMP: Final = 32.0
+SAM2_GRAPH_FILES: Final = {ENCODER: SAM2_ENCODER_FILE, SAM2_DECODER: SAM2_DECODER_FILE}

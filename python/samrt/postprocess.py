@@ -63,7 +63,11 @@ class MaskStats:
 
 
 def upsample_logits(
-    low_res: npt.ArrayLike, input_size: tuple[int, int], original_size: tuple[int, int]
+    low_res: npt.ArrayLike,
+    input_size: tuple[int, int],
+    original_size: tuple[int, int],
+    *,
+    padded_size: int = contract.IMAGE_SIZE,
 ) -> npt.NDArray[np.float32]:
     """The official ``Sam.postprocess_masks``: upsampled logits at the original size.
 
@@ -72,14 +76,17 @@ def upsample_logits(
         input_size: (h, w) of the resized image inside SAM's 1024 x 1024 input, each in
             1..1024 (the padding beyond it is cropped away).
         original_size: (H, W) of the original image (or crop), each >= 1.
+        padded_size: side of the square frame the logits are first upsampled to (SAM's
+            1024 input); ``LOW_RES_SIZE`` with input_size (256, 256) makes it the one
+            bilinear resize from 256 x 256 to the original size that SAM 2 does.
 
     Returns:
         float32 [M, H, W] (or [B, C, H, W]).
     """
     logits, leading = _low_res(low_res)
-    input_hw = _input_size(input_size)
+    input_hw = _input_size(input_size, padded_size)
     original_hw = _size(original_size, "original_size")
-    out = _core.upsample_logits(logits, input_hw, original_hw, contract.IMAGE_SIZE)
+    out = _core.upsample_logits(logits, input_hw, original_hw, padded_size)
     return out.reshape(*leading, *original_hw)
 
 
@@ -88,6 +95,8 @@ def upsample_masks(
     input_size: tuple[int, int],
     original_size: tuple[int, int],
     threshold: float = contract.MASK_THRESHOLD,
+    *,
+    padded_size: int = contract.IMAGE_SIZE,
 ) -> npt.NDArray[np.bool_]:
     """``upsample_logits(...) > threshold``, without materializing the float logits.
 
@@ -97,10 +106,10 @@ def upsample_masks(
         bool [M, H, W] (or [B, C, H, W]).
     """
     logits, leading = _low_res(low_res)
-    input_hw = _input_size(input_size)
+    input_hw = _input_size(input_size, padded_size)
     original_hw = _size(original_size, "original_size")
     out = _core.upsample_masks(
-        logits, input_hw, original_hw, contract.IMAGE_SIZE, _finite(threshold, "threshold")
+        logits, input_hw, original_hw, padded_size, _finite(threshold, "threshold")
     )
     return out.reshape(*leading, *original_hw)
 
@@ -115,6 +124,7 @@ def masks_from_logits(
     crop_box: tuple[int, int, int, int] | None = None,
     image_size: tuple[int, int] | None = None,
     rle_min_stability: float | None = None,
+    padded_size: int = contract.IMAGE_SIZE,
 ) -> MaskStats:
     """Areas, boxes, stability scores and RLEs of the upsampled, thresholded masks.
 
@@ -136,12 +146,13 @@ def masks_from_logits(
             defaults to ``original_size`` (and must equal it).
         rle_min_stability: masks whose stability score is not >= this (NaN included) get
             None instead of RLE counts; the generator drops them anyway.
+        padded_size: as for :func:`upsample_logits`.
 
     Returns:
         A :class:`MaskStats` for the M masks.
     """
     logits, _ = _low_res(low_res)
-    input_hw = _input_size(input_size)
+    input_hw = _input_size(input_size, padded_size)
     original_hw = _size(original_size, "original_size")
     crop_origin, full_hw = _placement(crop_box, image_size, original_hw)
     min_stability = (
@@ -151,7 +162,7 @@ def masks_from_logits(
         logits,
         input_hw,
         original_hw,
-        contract.IMAGE_SIZE,
+        padded_size,
         _finite(threshold, "threshold"),
         _finite(stability_offset, "stability_offset"),
         crop_origin,
@@ -209,12 +220,16 @@ def _size(value: Any, name: str) -> tuple[int, int]:
     return height, width
 
 
-def _input_size(value: Any) -> tuple[int, int]:
-    height, width = _size(value, "input_size")
-    if height > contract.IMAGE_SIZE or width > contract.IMAGE_SIZE:
+def _input_size(value: Any, padded_size: int = contract.IMAGE_SIZE) -> tuple[int, int]:
+    padded = _int(padded_size, "padded_size")
+    if not contract.LOW_RES_SIZE <= padded <= contract.IMAGE_SIZE:
         raise ValueError(
-            f"input_size must lie within the {contract.IMAGE_SIZE}x{contract.IMAGE_SIZE} model input, "
-            f"got {(height, width)}"
+            f"padded_size must lie in {contract.LOW_RES_SIZE}..{contract.IMAGE_SIZE}, got {padded}"
+        )
+    height, width = _size(value, "input_size")
+    if height > padded or width > padded:
+        raise ValueError(
+            f"input_size must lie within the {padded}x{padded} model input, got {(height, width)}"
         )
     return height, width
 

@@ -230,16 +230,20 @@ class Predictor:
         mask_input: npt.ArrayLike | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
+        normalize_coords: bool = True,
     ) -> tuple[npt.NDArray[np.bool_] | npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        """Masks for one prompt, as the official SamPredictor.predict.
+        """Masks for one prompt, as the official SamPredictor.predict (SAM2ImagePredictor's
+        on a SAM 2.1 engine).
 
         point_coords Nx2 (x, y) pixels of the original image with point_labels N (1 fg,
         0 bg); box XYXY [4]; mask_input 1x256x256 logits from an earlier call. Any may be
         left out, all of them too (the official answers a call with no prompt from the
         image alone). Returns (masks CxHxW bool, or float32 logits with return_logits;
         scores C; low-res logits Cx256x256), C = 3 with multimask_output else 1.
+        ``normalize_coords`` False: point_coords and box are fractions (0..1) of the
+        image's width and height instead of pixels (SAM2ImagePredictor's meaning).
         """
-        prompts = _prompts(point_coords, point_labels, box, mask_input, batched=False)
+        prompts = _prompts(point_coords, point_labels, box, mask_input, batched=False, normalized=not normalize_coords)
         masks, scores, low_res = self._predict(prompts, multimask_output, return_logits)
         return masks[0], scores[0], low_res[0]
 
@@ -251,6 +255,7 @@ class Predictor:
         mask_input: npt.ArrayLike | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
+        normalize_coords: bool = True,
     ) -> tuple[npt.NDArray[np.bool_] | npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """Masks for P prompts at once (the official predict_torch, numpy in and out,
         coordinates in the original image's pixels).
@@ -258,7 +263,7 @@ class Predictor:
         point_coords PxNx2 with point_labels PxN; boxes Px4; mask_input Px1x256x256.
         Returns (masks PxCxHxW, scores PxC, low-res logits PxCx256x256).
         """
-        prompts = _prompts(point_coords, point_labels, boxes, mask_input, batched=True)
+        prompts = _prompts(point_coords, point_labels, boxes, mask_input, batched=True, normalized=not normalize_coords)
         return self._predict(prompts, multimask_output, return_logits)
 
     def predict_low_res(
@@ -268,11 +273,12 @@ class Predictor:
         boxes: npt.ArrayLike | None = None,
         mask_input: npt.ArrayLike | None = None,
         multimask_output: bool = True,
+        normalize_coords: bool = True,
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """Like predict_batch, without upsampling: (scores PxC, low-res logits PxCx256x256)."""
-        prompts = _prompts(point_coords, point_labels, boxes, mask_input, batched=True)
+        prompts = _prompts(point_coords, point_labels, boxes, mask_input, batched=True, normalized=not normalize_coords)
         decoded = self._decode(prompts, multimask_output)
-        return decoded.scores, decoded.low_res
+        return decoded.scores, self.model.family.returned_low_res(decoded.low_res)
 
     def predict_low_res_above(
         self,
@@ -282,6 +288,7 @@ class Predictor:
         boxes: npt.ArrayLike | None = None,
         mask_input: npt.ArrayLike | None = None,
         multimask_output: bool = True,
+        normalize_coords: bool = True,
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp], npt.NDArray[np.float32]]:
         """predict_low_res for the prompts that have a mask scoring above
         ``score_threshold``: (scores PxC of every prompt, the indices S of those prompts,
@@ -291,9 +298,9 @@ class Predictor:
         threshold = float(score_threshold)
         if not np.isfinite(threshold):
             raise ValueError(f"score_threshold must be a finite number, got {score_threshold!r}")
-        prompts = _prompts(point_coords, point_labels, boxes, mask_input, batched=True)
+        prompts = _prompts(point_coords, point_labels, boxes, mask_input, batched=True, normalized=not normalize_coords)
         decoded = self._decode(prompts, multimask_output, score_threshold=threshold)
-        return decoded.scores, decoded.index, decoded.low_res
+        return decoded.scores, decoded.index, self.model.family.returned_low_res(decoded.low_res)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -322,18 +329,28 @@ class Predictor:
     ) -> tuple[npt.NDArray[np.bool_] | npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         state = self._require_image()
         decoded = self._decode(prompts, multimask_output)
+        family = self.model.family
         low_res = decoded.low_res
         n_prompts, n_masks = low_res.shape[:2]
         flat = low_res.reshape(n_prompts * n_masks, contract.LOW_RES_SIZE, contract.LOW_RES_SIZE)
+        input_size, padded_size = family.upsample_frame(state.input_size)
         if return_logits:
             full: npt.NDArray[np.bool_] | npt.NDArray[np.float32] = upsample_logits(
-                flat, state.input_size, state.original_size
+                flat, input_size, state.original_size, padded_size=padded_size
             )
         else:
             full = upsample_masks(
-                flat, state.input_size, state.original_size, threshold=self.model.manifest.mask_threshold
+                flat,
+                input_size,
+                state.original_size,
+                threshold=self.model.manifest.mask_threshold,
+                padded_size=padded_size,
             )
-        return full.reshape(n_prompts, n_masks, *state.original_size), decoded.scores, low_res
+        return (
+            full.reshape(n_prompts, n_masks, *state.original_size),
+            decoded.scores,
+            family.returned_low_res(low_res),
+        )
 
 
 def _prompts(
@@ -343,6 +360,7 @@ def _prompts(
     mask_input: npt.ArrayLike | None,
     *,
     batched: bool,
+    normalized: bool = False,
 ) -> Prompts:
     """Checked prompts (the validators give unbatched ones, predict's, a batch axis of 1)."""
     coords = labels = box_arr = masks_in = None
@@ -362,4 +380,4 @@ def _prompts(
         raise ValueError(f"the batched prompts must agree in their first dimension ({detail})")
     # No prompt at all is one prompt of nothing, as the official prompt encoder counts it.
     count = next(iter(counts.values()), 1)
-    return Prompts(count, coords, labels, box_arr, masks_in)
+    return Prompts(count, coords, labels, box_arr, masks_in, normalized=bool(normalized))

@@ -12,10 +12,11 @@ from ..errors import EngineDirError
 from ..manifest import Manifest
 from .base import Decoded, ModelFamily, Prompts
 from .sam import SamFamily
+from .sam2 import Sam2Family
 
-__all__ = ["Decoded", "ModelFamily", "Prompts", "SamFamily", "family_for"]
+__all__ = ["Decoded", "ModelFamily", "Prompts", "Sam2Family", "SamFamily", "family_for"]
 
-_FAMILIES: dict[str, type[ModelFamily]] = {SamFamily.name: SamFamily}
+_FAMILIES: dict[str, type[ModelFamily]] = {SamFamily.name: SamFamily, Sam2Family.name: Sam2Family}
 
 
 def family_for(manifest: Manifest) -> ModelFamily:

@@ -16,13 +16,16 @@ from ..manifest import Manifest
 @dataclass(frozen=True)
 class Prompts:
     """P prompts, checked, in the original image's pixels: points [P,N,2] with labels
-    [P,N] (N may be 0), boxes [P,4] XYXY, mask inputs [P,1,256,256]; any may be absent."""
+    [P,N] (N may be 0), boxes [P,4] XYXY, mask inputs [P,1,256,256]; any may be absent.
+    With ``normalized``, coordinates are fractions of the image's width and height
+    (SAM2ImagePredictor's ``normalize_coords=False``)."""
 
     count: int
     coords: npt.NDArray[np.float64] | None = None
     labels: npt.NDArray[np.float64] | None = None
     boxes: npt.NDArray[np.float64] | None = None
     masks: npt.NDArray[np.float32] | None = None
+    normalized: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,17 @@ class ModelFamily(abc.ABC):
     @abc.abstractmethod
     def input_size(self, original_size: tuple[int, int]) -> tuple[int, int]:
         """The size of an image of ``original_size`` (H, W) in the model's input frame."""
+
+    def upsample_frame(self, input_size: tuple[int, int]) -> tuple[tuple[int, int], int]:
+        """(input size, padded size) for samrt.postprocess: the low-res logits are upsampled
+        to a padded square, cropped to the input size, then resized to the original size.
+        SAM: its 1024 input frame."""
+        return input_size, self.manifest.image_size
+
+    def returned_low_res(self, low_res: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """The low-res logits as a predictor hands them back (and takes them as mask input);
+        the masks are made from the logits as decoded."""
+        return low_res
 
     @abc.abstractmethod
     def decode(

@@ -134,11 +134,15 @@ def _prompt_inputs(
     n = prompts.count
     parts_xy: list[npt.NDArray[np.float64]] = []
     parts_label: list[npt.NDArray[np.float64]] = []
+    # Normalized coordinates (fractions of the width and height) in pixels first.
+    scale = np.array(original_size[::-1], dtype=np.float64) if prompts.normalized else None
     if prompts.coords is not None and prompts.labels is not None:
-        parts_xy.append(transforms.apply_coords(prompts.coords, original_size, image_size))
+        coords = prompts.coords if scale is None else prompts.coords * scale
+        parts_xy.append(transforms.apply_coords(coords, original_size, image_size))
         parts_label.append(prompts.labels)
     if prompts.boxes is not None:
-        corners = transforms.apply_boxes(prompts.boxes, original_size, image_size).reshape(n, 2, 2)
+        boxes = prompts.boxes if scale is None else prompts.boxes * np.tile(scale, 2)
+        corners = transforms.apply_boxes(boxes, original_size, image_size).reshape(n, 2, 2)
         parts_xy.append(corners)
         parts_label.append(
             np.broadcast_to(
