@@ -528,6 +528,9 @@ def test_cli_runs_export_engine_with_the_arguments(
         "18",
     ]
     assert cli.main(argv) == 0
+    # on_stage is the progress display's callback (None off a terminal's progress line).
+    on_stage = calls[0].pop("on_stage")
+    assert on_stage is None or callable(on_stage)
     assert calls == [
         {
             "model_type": "tiny",
