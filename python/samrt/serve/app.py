@@ -21,7 +21,7 @@ from .config import ServeConfig
 from .errors import error_body, install_error_handlers
 from .images import ImageLibrary
 from .routers import annotations as annotation_routes
-from .routers import categories, coco, health, images, jobs, metrics, prompts, schema
+from .routers import categories, coco, health, images, jobs, metrics, page, prompts, schema, stats
 from .scheduler import QueueFullError
 from .service import ClientDisconnected, Service
 from .storage import open_storage
@@ -92,8 +92,9 @@ def create_app(config: ServeConfig | None = None, /, *, model: Model | None = No
     async def _gone(request: Request, exc: ClientDisconnected) -> Response:
         return Response(status_code=499)  # nobody reads it; the access log records it
 
-    for module in (health, images, prompts, jobs, annotation_routes, categories, coco, metrics, schema):
+    for module in (health, images, prompts, jobs, annotation_routes, categories, coco, stats, metrics, schema, page):
         app.include_router(module.router)
+    app.mount("/static", page.static_files(), name="static")
 
     if config.cors_origins:
         app.add_middleware(

@@ -36,6 +36,7 @@ __all__ = [
     "Proposal",
     "RleIn",
     "RleOut",
+    "StatsOut",
 ]
 
 Point = Annotated[list[float], Field(min_length=2, max_length=2, description="[x, y] in the original image's pixels")]
@@ -267,3 +268,15 @@ class CategoryList(BaseModel):
 class ImportOut(BaseModel):
     annotations: int
     ids: list[int]
+
+
+# -- stats -------------------------------------------------------------------------------
+
+
+class StatsOut(BaseModel):
+    images: int
+    done_images: int
+    annotations: int = Field(description="annotations not deleted")
+    manual: int = Field(description="of those, drawn with clicks (not accepted from everything mode)")
+    timed: int = Field(description="manual annotations that recorded their time")
+    seconds_per_mask: float | None = Field(description="mean time per timed manual mask, first click to accept")

@@ -37,6 +37,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AnnotationEvent",
     "AnnotationRow",
+    "AnnotationStats",
     "CategoryRow",
     "ImageRow",
     "NewAnnotation",
@@ -128,6 +129,17 @@ class AnnotationRow:
 
 
 @dataclass(frozen=True)
+class AnnotationStats:
+    """Over the annotations not deleted: how many, how many drawn by hand, and the mean
+    time per hand-drawn mask among those that recorded one (first click to accept)."""
+
+    annotations: int
+    manual: int
+    timed: int
+    mean_seconds: float | None
+
+
+@dataclass(frozen=True)
 class AnnotationEvent:
     annotation_id: int
     action: str  # "create", "delete" or "restore"
@@ -157,6 +169,7 @@ class Storage(Protocol):
     def delete_annotation(self, annotation_id: int) -> AnnotationRow: ...
     def restore_annotation(self, annotation_id: int) -> AnnotationRow: ...
     def annotation_history(self, annotation_id: int) -> list[AnnotationEvent]: ...
+    def annotation_stats(self) -> AnnotationStats: ...
 
     def close(self) -> None: ...
 
@@ -504,6 +517,17 @@ class SqliteStorage:
             (annotation_id,),
         )
         return [AnnotationEvent(int(r["annotation_id"]), str(r["action"]), str(r["at"])) for r in rows]
+
+    def annotation_stats(self) -> AnnotationStats:
+        (row,) = self._read(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(source = 'manual'), 0) AS manual, "
+            "COALESCE(SUM(source = 'manual' AND seconds IS NOT NULL), 0) AS timed, "
+            "AVG(CASE WHEN source = 'manual' THEN seconds END) AS mean_seconds "
+            "FROM annotations WHERE deleted_at IS NULL"
+        )
+        mean = row["mean_seconds"]
+        return AnnotationStats(int(row["n"]), int(row["manual"]), int(row["timed"]),
+                               None if mean is None else float(mean))
 
     def integrity_check(self) -> str:
         """SQLite's own check of the file ("ok" when sound)."""
