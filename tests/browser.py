@@ -45,8 +45,13 @@ class AnnotatorPage:
         self.problems: list[str] = []
         page.on("console", self._console)
         page.on("pageerror", lambda e: self.problems.append(f"pageerror: {e}"))
-        page.on("requestfailed", lambda r: self.problems.append(f"request failed: {r.url} {r.failure}"))
+        page.on("requestfailed", self._request_failed)
         page.set_default_timeout(TIMEOUT_MS)
+
+    def _request_failed(self, request: Any) -> None:
+        # A reload aborts the requests in flight: the browser's doing, not the page's.
+        if "ERR_ABORTED" not in str(request.failure):
+            self.problems.append(f"request failed: {request.url} {request.failure}")
 
     def _console(self, message: Any) -> None:
         if message.type in ("error", "warning"):

@@ -348,9 +348,7 @@ export class Annotator {
     try {
       const out = await this.api.preview(this.image.image_id, { points: [point], labels: [1], multimask: true });
       if (generation !== this.generation || this.current || this.pointer) return;
-      const [height, width] = out.rle.size;
-      const bits = decodeRle(out.rle);
-      this.hover = { overlay: overlayCanvas({ bits, width, height }, HOVER_RGB, 0.4, false), score: out.score };
+      this.hover = { overlay: overlayCanvas(decodeRle(out.rle), HOVER_RGB, 0.4, false), score: out.score };
       this.view.render(() => {
         this.latency.hoverFrames++;
         performance.mark("samrt:hover-frame");
@@ -499,17 +497,17 @@ export class Annotator {
 
   drawLayers(ctx, view) {
     for (const a of this.annotations) {
-      view.drawOverImage(a.overlay);
-      if (a.row.id === this.selectedId) view.drawOverImage(a.selected);
+      view.drawMask(a.overlay);
+      if (a.row.id === this.selectedId) view.drawMask(a.selected);
     }
     if (this.proposals) {
       this.proposals.items.forEach((item, i) => {
-        view.drawOverImage(item.overlay, i === this.proposals.selected ? 1 : 0.6);
+        view.drawMask(item.overlay, i === this.proposals.selected ? 1 : 0.6);
       });
     }
-    if (this.hover) view.drawOverImage(this.hover.overlay, 1, true);
+    if (this.hover) view.drawMask(this.hover.overlay, 1, true);
     const step = this.current && this.current.steps.at(-1);
-    if (step && step.masks[step.selected]) view.drawOverImage(step.masks[step.selected].overlay);
+    if (step && step.masks[step.selected]) view.drawMask(step.masks[step.selected].overlay);
     const prompt = step ? step.prompt : null;
     ctx.save();
     const ratio = window.devicePixelRatio || 1;

@@ -1,5 +1,5 @@
-// Masks in the page: COCO compressed RLE (what the server sends) decoded to row-major
-// bitmaps at the display's resolution, and drawn as coloured overlays with outlines.
+// Masks in the page: COCO compressed RLE (what the server sends) decoded to bitmaps at
+// the display's resolution, and drawn as coloured overlays with outlines.
 
 // The COCO "compressed counts" string: each run length in 5-bit groups, least significant
 // first, as characters from '0' (48); bit 0x20 of a group says another follows, and bit
@@ -24,60 +24,41 @@ export function decodeCounts(text) {
   return runs;
 }
 
-// A mask {size: [h, w], counts} as a row-major Uint8Array of h*w (1 inside).
+// Masks stay column-major, as COCO stores them: bit (x, y) of a w x h mask is
+// bits[x * h + y]. Decoding is then one fill per run, and an overlay is drawn transposed
+// (View.drawMask swaps the axes back), so no step walks the image across its rows.
+
+// A mask {size: [h, w], counts} as {bits, width, height}.
 export function decodeRle(rle) {
   const [h, w] = rle.size;
   const runs = typeof rle.counts === "string" ? decodeCounts(rle.counts) : rle.counts;
-  const out = new Uint8Array(h * w);
-  let i = 0; // column-major position
+  const bits = new Uint8Array(h * w);
+  let i = 0;
   for (let r = 0; r < runs.length; r++) {
-    const end = i + runs[r];
-    if (r % 2 === 1) {
-      for (let j = i; j < end; j++) {
-        const x = (j / h) | 0;
-        out[(j - x * h) * w + x] = 1;
-      }
-    }
-    i = end;
+    if (r % 2 === 1) bits.fill(1, i, i + runs[r]);
+    i += runs[r];
   }
-  return out;
+  return { bits, width: w, height: h };
 }
 
-// A row-major h*w mask sampled (nearest pixel centre) to dw*dh.
-export function resample(mask, w, h, dw, dh) {
+// The mask sampled (nearest pixel centre) to dw x dh.
+export function resample(mask, dw, dh) {
+  const { bits, width: w, height: h } = mask;
   if (dw === w && dh === h) return mask;
   const out = new Uint8Array(dw * dh);
-  const xs = new Int32Array(dw);
-  for (let x = 0; x < dw; x++) xs[x] = Math.min(w - 1, Math.floor((x + 0.5) * w / dw));
-  for (let y = 0; y < dh; y++) {
-    const row = Math.min(h - 1, Math.floor((y + 0.5) * h / dh)) * w;
-    const o = y * dw;
-    for (let x = 0; x < dw; x++) out[o + x] = mask[row + xs[x]];
+  const ys = new Int32Array(dh);
+  for (let y = 0; y < dh; y++) ys[y] = Math.min(h - 1, Math.floor((y + 0.5) * h / dh));
+  for (let x = 0; x < dw; x++) {
+    const column = Math.min(w - 1, Math.floor((x + 0.5) * w / dw)) * h;
+    const o = x * dh;
+    for (let y = 0; y < dh; y++) out[o + y] = bits[column + ys[y]];
   }
-  return out;
+  return { bits: out, width: dw, height: dh };
 }
 
-// The mask of an RLE at display size: {bits, width, height, box: [x0, y0, x1, y1] | null}.
+// The mask of an RLE at display size.
 export function displayMask(rle, dw, dh) {
-  const [h, w] = rle.size;
-  const bits = resample(decodeRle(rle), w, h, dw, dh);
-  return { bits, width: dw, height: dh, box: boundingBox(bits, dw, dh) };
-}
-
-export function boundingBox(bits, w, h) {
-  let x0 = w, y0 = h, x1 = -1, y1 = -1;
-  for (let y = 0; y < h; y++) {
-    const o = y * w;
-    for (let x = 0; x < w; x++) {
-      if (bits[o + x]) {
-        if (x < x0) x0 = x;
-        if (x > x1) x1 = x;
-        if (y < y0) y0 = y;
-        y1 = y;
-      }
-    }
-  }
-  return x1 < 0 ? null : [x0, y0, x1 + 1, y1 + 1];
+  return resample(decodeRle(rle), dw, dh);
 }
 
 // Fraction of `bits` covered by `union` (both display masks of the same size).
@@ -92,27 +73,34 @@ export function coveredFraction(bits, union) {
   return inside ? covered / inside : 0;
 }
 
-// A canvas of the mask's size: the fill at `fillAlpha`, its outline (pixels with an
-// outside 4-neighbour) opaque.
+// A transposed canvas (height x width) of the mask: the fill at `fillAlpha` and its
+// outline (pixels with an outside 4-neighbour) opaque. Work follows the mask's runs.
 export function overlayCanvas(mask, rgb, fillAlpha = 0.4, outline = true) {
   const { bits, width: w, height: h } = mask;
   const canvas = document.createElement("canvas");
-  canvas.width = w;
-  canvas.height = h;
+  canvas.width = h;
+  canvas.height = w;
   const ctx = canvas.getContext("2d");
-  const image = ctx.createImageData(w, h);
-  const px = image.data;
-  const fill = Math.round(fillAlpha * 255);
+  const image = ctx.createImageData(h, w);
+  const pixels = new Uint32Array(image.data.buffer); // RGBA bytes, read as little-endian words
   const [r, g, b] = rgb;
-  for (let y = 0; y < h; y++) {
-    for (let x = 0; x < w; x++) {
-      const i = y * w + x;
-      if (!bits[i]) continue;
-      const edge = outline && (x === 0 || y === 0 || x === w - 1 || y === h - 1 ||
-        !bits[i - 1] || !bits[i + 1] || !bits[i - w] || !bits[i + w]);
-      const k = i * 4;
-      px[k] = r; px[k + 1] = g; px[k + 2] = b; px[k + 3] = edge ? 255 : fill;
+  const fill = ((Math.round(fillAlpha * 255) << 24) | (b << 16) | (g << 8) | r) >>> 0;
+  const edge = ((255 << 24) | (b << 16) | (g << 8) | r) >>> 0;
+  const n = bits.length;
+  let start = bits.indexOf(1);
+  while (start !== -1) {
+    let end = bits.indexOf(0, start);
+    if (end === -1) end = n;
+    pixels.fill(fill, start, end);
+    if (outline) {
+      for (let j = start; j < end; j++) {
+        const y = j % h;
+        if (y === 0 || y === h - 1 || j < h || j >= n - h || !bits[j - 1] || !bits[j + 1] || !bits[j - h] || !bits[j + h]) {
+          pixels[j] = edge;
+        }
+      }
     }
+    start = end < n ? bits.indexOf(1, end) : -1;
   }
   ctx.putImageData(image, 0, 0);
   return canvas;

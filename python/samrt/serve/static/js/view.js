@@ -126,6 +126,21 @@ export class View {
     ctx.restore();
   }
 
+  // Draws a transposed mask overlay (masks.overlayCanvas: one row per image column) over
+  // the whole photo.
+  drawMask(overlay, alpha = 1, smooth = false) {
+    const ctx = this.ctx;
+    const [x0, y0] = this.imageToCanvas(0, 0);
+    const s = this.scale;
+    ctx.save();
+    ctx.globalAlpha = alpha;
+    ctx.imageSmoothingEnabled = smooth;
+    // overlay (u, v) is image (x = v, y = u), scaled to the photo's extent
+    ctx.setTransform(0, (this.imageHeight * s) / overlay.width, (this.imageWidth * s) / overlay.height, 0, x0, y0);
+    ctx.drawImage(overlay, 0, 0);
+    ctx.restore();
+  }
+
   // Schedules one draw at the next frame; `then` runs right after it.
   render(then) {
     if (then) this.afterRender.push(then);
