@@ -41,10 +41,11 @@ def wait_healthy(base_url: str, timeout: float = START_TIMEOUT_S, process: subpr
 class LiveServer:
     """``with LiveServer(app) as server: httpx.get(server.url + ...)``."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, prefix: str = "") -> None:
         import uvicorn
 
         self.app = app
+        self.prefix = prefix  # where the samrt app is mounted in ``app``
         from samrt.serve.cli import listening_socket
 
         self.sock = listening_socket("127.0.0.1", 0)  # as `samrt serve` binds
@@ -62,7 +63,7 @@ class LiveServer:
 
     def __enter__(self) -> LiveServer:
         self.thread.start()
-        wait_healthy(self.url)
+        wait_healthy(self.url + self.prefix)
         return self
 
     def __exit__(self, *exc: object) -> None:

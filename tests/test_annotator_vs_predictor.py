@@ -364,6 +364,27 @@ def test_categories_from_the_list_and_number_keys(annotator: AnnotatorPage, clie
     annotator.finish(tmp_path, "categories")
 
 
+def test_page_works_mounted_under_a_prefix(browser: Any, model: samrt.Model, folder: Path, tmp_path: Path) -> None:
+    from fastapi import FastAPI
+
+    inner = create_app(engine=model.engine_dir, images=folder, db=tmp_path / "db.sqlite3", prefetch=0, model=model)
+    outer = FastAPI()
+    outer.mount("/sam", inner)
+    with LiveServer(outer, prefix="/sam") as live, httpx.Client(base_url=live.url + "/sam", timeout=60) as client:
+        context = browser.new_context(viewport=VIEWPORT)
+        try:
+            annotator = AnnotatorPage(context.new_page(), live.url + "/sam")
+            annotator.open()
+            annotator.click_image(400, 260)
+            annotator.press("Enter")
+            annotator.wait_count("annotation-list", 1)
+            assert len(_stored(client, annotator.image_id())) == 1
+            annotator.finish(tmp_path, "mounted")
+        finally:
+            context.close()
+            inner.state.service.close()  # a mounted app's lifespan does not run
+
+
 def test_token_from_the_address_or_the_dialog(
     browser: Any, model: samrt.Model, folder: Path, tmp_path: Path
 ) -> None:

@@ -37,7 +37,8 @@ const elements = {
   rejectAllButton: byTestId("reject-all-button"),
 };
 
-const api = new Api();
+// The API sits where the page does (the app may be mounted under a prefix, e.g. /sam).
+const api = new Api(new URL("../..", import.meta.url).pathname.replace(/\/$/, ""));
 const dialog = byTestId("token-dialog");
 api.onUnauthorized = () => new Promise((resolve) => {
   const input = byTestId("token-input");
