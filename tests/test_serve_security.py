@@ -64,9 +64,9 @@ def server(model: samrt.Model, tmp_path_factory: pytest.TempPathFactory) -> Iter
     "method, path",
     [("GET", "/v1/images"), ("POST", "/v1/images"), ("GET", "/metrics"), ("GET", "/openapi.json"),
      ("GET", "/v1/export/coco"), ("POST", f"/v1/images/{'a' * 64}/predict"), ("DELETE", "/v1/annotations/1"),
-     ("GET", "/v1/categories"), ("POST", "/v1/import/coco")],
+     ("GET", "/v1/categories"), ("POST", "/v1/import/coco"), ("GET", "/v1/stats")],
 )
-def test_token_is_required_on_every_route_but_healthz(server: LiveServer, method: str, path: str) -> None:
+def test_token_is_required_on_every_route_but_healthz_and_the_page(server: LiveServer, method: str, path: str) -> None:
     with httpx.Client(base_url=server.url, timeout=30) as client:
         assert client.get("/healthz").status_code == 200
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
@@ -77,6 +77,18 @@ def test_token_is_required_on_every_route_but_healthz(server: LiveServer, method
             assert r.headers["www-authenticate"] == "Bearer"
         good = client.request(method, path, headers={"Authorization": f"Bearer {TOKEN}"}, content=b"{}")
         assert good.status_code != 401
+
+
+def test_the_page_needs_no_token_and_serves_only_its_own_files(server: LiveServer) -> None:
+    # The page holds no data (its API calls carry the token); nothing else is reachable.
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and "samrt annotator" in page.text
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert client.get("/static/js/annotator.js").status_code == 200
+        for path in ("/static/../storage.py", "/static/%2e%2e/storage.py", "/static/..%2fapp.py", "/static/nope.js"):
+            r = client.get(path)
+            assert r.status_code == 404, (path, r.status_code)
 
 
 def test_cli_with_token_file(tiny_model: Any, tmp_path: Path) -> None:
