@@ -377,17 +377,23 @@ def test_invalid_parameters(params: dict[str, Any], name: str, shared_fake_model
         AutomaticMaskGenerator(shared_fake_model, **params)
 
 
-def test_defaults_are_the_official_ones() -> None:
+def test_defaults_are_the_official_ones(shared_fake_model: Any) -> None:
     import inspect
 
     ours = inspect.signature(AutomaticMaskGenerator.__init__).parameters
     theirs = inspect.signature(official_amg.SamAutomaticMaskGenerator.__init__).parameters
+    generator = AutomaticMaskGenerator(shared_fake_model)
     for name, parameter in theirs.items():
         if name in ("self", "model"):
             continue
         assert name in ours, name
-        assert ours[name].default == parameter.default, name
+        if name == "pred_iou_thresh":  # None: the family's default, SAM's for a SAM model
+            assert ours[name].default is None and generator.pred_iou_thresh == parameter.default == 0.88
+        else:
+            assert ours[name].default == parameter.default, name
     assert list(ours)[2 : len(theirs)] == list(theirs)[2:]
+    # SAM 2.1's additions (keyword-only here, so SAM's positional order stays).
+    assert (generator.use_m2m, generator.multimask_output, generator.mask_threshold) == (False, True, 0.0)
 
 
 def test_invalid_model_and_image(shared_fake_model: Any) -> None:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import _core
+from . import _core, contract
 from ._validate import as_image
 from .masks import (
     batched_nms,
@@ -369,7 +369,7 @@ class AutomaticMaskGenerator:
         predictor_or_engine_dir: Predictor | Model | str | os.PathLike[str],
         points_per_side: int | None = 32,
         points_per_batch: int = 64,
-        pred_iou_thresh: float = 0.88,
+        pred_iou_thresh: float | None = None,
         stability_score_thresh: float = 0.95,
         stability_score_offset: float = 1.0,
         box_nms_thresh: float = 0.7,
@@ -381,10 +381,22 @@ class AutomaticMaskGenerator:
         min_mask_region_area: int = 0,
         output_mode: str = "binary_mask",
         *,
+        mask_threshold: float | None = None,
+        use_m2m: bool = False,
+        multimask_output: bool = True,
         progress: ProgressCallback | bool | None = None,
     ) -> None:
         self.points_per_batch = _check_int(points_per_batch, "points_per_batch", 1)
-        self.pred_iou_thresh = _check_float(pred_iou_thresh, "pred_iou_thresh", 0.0)
+        # None: the model family's official default (0.88 for SAM, 0.8 for SAM 2.1), set
+        # once the predictor is known, below.
+        self.pred_iou_thresh = 0.0 if pred_iou_thresh is None else _check_float(pred_iou_thresh, "pred_iou_thresh", 0.0)
+        self.mask_threshold = None if mask_threshold is None else _check_float(
+            mask_threshold, "mask_threshold", -math.inf)
+        for name, flag in (("use_m2m", use_m2m), ("multimask_output", multimask_output)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {flag!r}")
+        self.use_m2m = bool(use_m2m)
+        self.multimask_output = bool(multimask_output)
         self.stability_score_thresh = _check_float(
             stability_score_thresh, "stability_score_thresh", 0.0
         )
@@ -457,6 +469,12 @@ class AutomaticMaskGenerator:
                 "predictor_or_engine_dir must be a samrt.Predictor, a samrt.Model or an engine "
                 f"directory path, got {type(predictor_or_engine_dir).__name__}"
             )
+        # Last, as it reads the model (after every parameter was checked).
+        model = self.predictor.model
+        if pred_iou_thresh is None:
+            self.pred_iou_thresh = float(model.family.generator_defaults["pred_iou_thresh"])
+        if self.mask_threshold is None:
+            self.mask_threshold = float(model.manifest.mask_threshold)
 
     # -- public --------------------------------------------------------------------------
 
@@ -573,38 +591,50 @@ class AutomaticMaskGenerator:
         orig_size: tuple[int, int],
     ) -> _Masks:
         predictor = self.predictor
-        prompts = (points[:, None, :], np.ones((len(points), 1)))
+        family = predictor.model.family
         tally = self._stats
-        if self.pred_iou_thresh > 0.0:
-            # The predicted-IoU filter needs only the scores: a point none of whose masks
-            # passes it is never upscaled, nor upsampled.
-            scores, upscaled, low_res = predictor.predict_low_res_above(
-                self.pred_iou_thresh, *prompts, multimask_output=True
-            )
-            scores, points = scores[upscaled], points[upscaled]
+        iou_thresh = self.pred_iou_thresh
+        # The predicted-IoU filter needs only the scores: a prompt none of whose masks
+        # passes it is never upscaled, nor upsampled.
+        skip_below = iou_thresh if iou_thresh > 0.0 else None
+        if self.use_m2m:
+            # SAM2AutomaticMaskGenerator's one-step refinement: every candidate (unfiltered)
+            # goes back in with its point as the mask input, for one mask each; the filters
+            # then judge the refined masks.
+            first = predictor._decode_points(points, None, self.multimask_output, None)
+            side = contract.LOW_RES_SIZE
+            candidates = family.returned_low_res(first.low_res).reshape(-1, 1, side, side)
+            points = points.repeat(first.scores.shape[1], axis=0)
+            decoded = predictor._decode_points(points, candidates, False, skip_below)
         else:
-            scores, low_res = predictor.predict_low_res(*prompts, multimask_output=True)
+            decoded = predictor._decode_points(points, None, self.multimask_output, skip_below)
+        n_candidates = decoded.scores.size
+        tally.candidates += n_candidates
+        scores, points = decoded.scores[decoded.index], points[decoded.index]
         n_per_point = scores.shape[1]
-        tally.candidates += len(prompts[0]) * n_per_point
         iou_preds = scores.reshape(-1)
         batch_points = points.repeat(n_per_point, axis=0)
-        logits = low_res.reshape(-1, *low_res.shape[2:])
+        # The masks come from the logits as decoded (SAM 2.1 feeds back clamped ones).
+        logits = decoded.low_res.reshape(-1, *decoded.low_res.shape[2:])
 
         # Then per mask, among the points that have one above the threshold.
-        if self.pred_iou_thresh > 0.0:
-            keep = np.flatnonzero(iou_preds > np.float32(self.pred_iou_thresh))
+        if iou_thresh > 0.0:
+            keep = np.flatnonzero(iou_preds > np.float32(iou_thresh))
             if len(keep) < len(iou_preds):
                 iou_preds, batch_points, logits = iou_preds[keep], batch_points[keep], logits[keep]
-        tally.pred_iou += len(prompts[0]) * n_per_point - len(iou_preds)
+        tally.pred_iou += n_candidates - len(iou_preds)
 
         stability_thresh = self.stability_score_thresh
         assert predictor.input_size is not None and predictor.original_size is not None
+        assert self.mask_threshold is not None
         if len(logits):
+            input_size, padded_size = family.upsample_frame(predictor.input_size)
             stats = masks_from_logits(
                 np.ascontiguousarray(logits),
-                predictor.input_size,
+                input_size,
                 predictor.original_size,
-                threshold=predictor.model.manifest.mask_threshold,
+                threshold=self.mask_threshold,
+                padded_size=padded_size,
                 stability_offset=self.stability_score_offset,
                 crop_box=(crop_box[0], crop_box[1], crop_box[2], crop_box[3]),
                 image_size=orig_size,
@@ -697,6 +727,8 @@ class AutomaticMaskGenerator:
         uncompressed: list[Any] = []
         if self.output_mode == "uncompressed_rle" and len(masks):
             uncompressed = decompress_rle([{"size": [h, w], "counts": c} for c in masks.rles])
+        in_float32 = self.predictor.model.family.generator_records_in_float32
+        points = masks.points.astype(np.float32) if in_float32 else masks.points
         records = []
         for i in range(len(masks)):
             counts = masks.rles[i]
@@ -712,11 +744,11 @@ class AutomaticMaskGenerator:
                 {
                     "segmentation": segmentation,
                     "area": int(masks.areas[i]),
-                    "bbox": _xywh(masks.boxes[i], masks.boxes_are_float),
+                    "bbox": _xywh(masks.boxes[i], masks.boxes_are_float or in_float32),
                     "predicted_iou": float(masks.iou_preds[i]),
-                    "point_coords": [masks.points[i].tolist()],
+                    "point_coords": [points[i].tolist()],
                     "stability_score": float(masks.stability[i]),
-                    "crop_box": _xywh(masks.crop_boxes[i], masks.crop_boxes_are_float),
+                    "crop_box": _xywh(masks.crop_boxes[i], masks.crop_boxes_are_float or in_float32),
                 }
             )
         return records

@@ -75,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="a point prompt (label 1 = foreground, default; 0 = background); repeatable")
     seg.add_argument("--box", metavar="X0,Y0,X1,Y1", help="a box prompt")
     seg.add_argument("--single-mask", action="store_true",
-                     help="with --point/--box: return the single best mask instead of three")
+                     help="with --point/--box: return the single best mask instead of three; in "
+                          "everything mode: one mask per grid point (multimask_output=False)")
     seg.add_argument("--overlay", action="store_true", help="also write a PNG with the masks drawn")
     seg.add_argument("--format", choices=("json", "coco"), default="json",
                      help="json: one file per image; coco: also one COCO annotations file for the run")
@@ -101,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
                            "(default: none reserved)")
     gen = seg.add_argument_group(
         "automatic mask generation (everything mode: no --point, no --box)",
-        "The official SamAutomaticMaskGenerator's parameters and defaults. A mask is kept when its "
+        "The official generators' parameters and defaults (SamAutomaticMaskGenerator's, "
+        "SAM2AutomaticMaskGenerator's on a SAM 2.1 engine). A mask is kept when its "
         "predicted IoU is above --pred-iou-thresh and its stability score at least "
         "--stability-score-thresh; lower them when an image gets no masks (random-weights "
         "engines need 0).",
@@ -110,8 +112,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="the prompt grid has N x N points over the image (over each crop too)")
     gen.add_argument("--points-per-batch", type=int, metavar="N", default=64,
                      help="points the decoder runs at once (memory, not results)")
-    gen.add_argument("--pred-iou-thresh", type=float, metavar="X", default=0.88,
-                     help="keep masks whose predicted IoU is above this (0: keep all)")
+    gen.add_argument("--pred-iou-thresh", type=float, metavar="X", default=None,
+                     help="keep masks whose predicted IoU is above this (0: keep all) "
+                          "(default: the model family's, 0.88 for SAM, 0.8 for SAM 2.1)")
     gen.add_argument("--stability-score-thresh", type=float, metavar="X", default=0.95,
                      help="keep masks whose stability score is at least this (0: keep all)")
     gen.add_argument("--stability-score-offset", type=float, metavar="X", default=1.0,
@@ -130,6 +133,11 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--min-mask-region-area", type=int, metavar="N", default=0,
                      help="remove holes and islands smaller than this many pixels, then NMS again "
                           "(0: off)")
+    gen.add_argument("--use-m2m", action="store_true",
+                     help="refine each candidate once with its own mask as the mask input, then "
+                          "filter (SAM2AutomaticMaskGenerator's use_m2m)")
+    gen.add_argument("--mask-threshold", type=float, metavar="X", default=None,
+                     help="logit above which a pixel is in the mask (default: the engine's, 0.0)")
     seg.set_defaults(run=_segment)
 
     info = sub.add_parser("info", help="describe an engine directory and the backends available",
@@ -258,6 +266,8 @@ def _segment_options(args: argparse.Namespace) -> Any:
         crop_overlap_ratio=args.crop_overlap_ratio,
         crop_n_points_downscale_factor=args.crop_n_points_downscale_factor,
         min_mask_region_area=args.min_mask_region_area,
+        use_m2m=args.use_m2m,
+        mask_threshold=args.mask_threshold,
     )
 
 

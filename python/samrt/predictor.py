@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -303,6 +304,19 @@ class Predictor:
         return decoded.scores, decoded.index, self.model.family.returned_low_res(decoded.low_res)
 
     # -- internals -----------------------------------------------------------------------
+
+    def _decode_points(
+        self,
+        points: npt.NDArray[Any],
+        mask_input: npt.NDArray[np.float32] | None,
+        multimask_output: bool,
+        score_threshold: float | None,
+    ) -> Decoded:
+        """The automatic mask generator's decode: one foreground point per prompt (pixels),
+        an optional mask input per prompt, the logits as decoded (the masks are made from
+        those; ``family.returned_low_res`` gives the ones fed back as mask input)."""
+        prompts = _prompts(points[:, None, :], np.ones((len(points), 1)), None, mask_input, batched=True)
+        return self._decode(prompts, multimask_output, score_threshold=score_threshold)
 
     def _require_image(self) -> ImageState:
         state = self._state

@@ -84,7 +84,7 @@ class SegmentOptions:
     overwrite: bool = False
     points_per_side: int = 32
     points_per_batch: int = 64
-    pred_iou_thresh: float = 0.88
+    pred_iou_thresh: float | None = None  # the model family's default (SAM 0.88, SAM 2.1 0.8)
     stability_score_thresh: float = 0.95
     stability_score_offset: float = 1.0
     box_nms_thresh: float = 0.7
@@ -93,6 +93,8 @@ class SegmentOptions:
     crop_overlap_ratio: float = 512 / 1500
     crop_n_points_downscale_factor: int = 1
     min_mask_region_area: int = 0
+    use_m2m: bool = False
+    mask_threshold: float | None = None  # the engine's (0.0)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -148,8 +150,14 @@ class SegmentOptions:
             "crop_overlap_ratio",
             "crop_n_points_downscale_factor",
             "min_mask_region_area",
+            "use_m2m",
+            "mask_threshold",
         )
-        return {name: getattr(self, name) for name in names}
+        params = {name: getattr(self, name) for name in names}
+        # --single-mask in everything mode: one mask per point (SAM2AutomaticMaskGenerator's
+        # multimask_output=False).
+        params["multimask_output"] = not self.single_mask
+        return params
 
     def output_suffixes(self) -> tuple[str, ...]:
         """The files each image gets, the one that marks it done last."""

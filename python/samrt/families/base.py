@@ -47,6 +47,12 @@ class ModelFamily(abc.ABC):
     name: str
     #: The graphs of an engine directory of this family, by samrt.contract role.
     roles: tuple[str, ...]
+    #: The official automatic mask generator's defaults where they differ between families
+    #: (samrt.AutomaticMaskGenerator takes them when a parameter is left as None).
+    generator_defaults: Mapping[str, float] = {"pred_iou_thresh": 0.88}  # SamAutomaticMaskGenerator
+    #: Whether the official generator's records hold boxes, crop boxes and points as
+    #: float32 values (SAM 2.1's turns every tensor to float32 before writing them).
+    generator_records_in_float32: bool = False
 
     def __init__(self, manifest: Manifest) -> None:
         self.manifest = manifest

@@ -42,6 +42,8 @@ class Sam2Family(ModelFamily):
     roles = contract.SAM2_ROLES
     # Masks are made by one bilinear resize from 256 x 256 to the original size.
     upsample_padded_size = contract.LOW_RES_SIZE
+    generator_defaults = {"pred_iou_thresh": 0.8}  # SAM2AutomaticMaskGenerator's
+    generator_records_in_float32 = True
 
     def __init__(self, manifest: Manifest) -> None:
         super().__init__(manifest)
