@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import contract
+from ._atomic import write_atomic
 from .errors import EngineDirError
 
 _HASH_CHUNK = 1 << 20
@@ -180,17 +180,10 @@ def _triple(value: Any, name: str) -> tuple[float, float, float]:
 
 
 def write_manifest(engine_dir: str | os.PathLike[str], manifest: Manifest) -> Path:
-    """Writes manifest.json atomically (temporary file, then rename)."""
+    """Writes manifest.json atomically and durably (see :mod:`samrt._atomic`)."""
     path = Path(engine_dir) / contract.MANIFEST_FILE
     text = json.dumps(manifest.to_json(), indent=2, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".manifest-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text.encode("utf-8"))
     return path
 
 

@@ -23,7 +23,6 @@ import glob
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from . import _atomic
 from .errors import SamrtError
 from .imageio import IMAGE_SUFFIXES, ImageReadError, decode_image
 
@@ -368,18 +368,10 @@ def needs_work(job: Job, out_dir: str | os.PathLike[str], options: SegmentOption
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` whole or not at all (temporary file, fsync, rename)."""
+    """Writes ``data`` to ``path`` whole or not at all (temporary file, fsync, rename, with
+    the permissions the umask gives), making its folder first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_MARK)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic.write_atomic(path, data, tmp_suffix=TMP_MARK)
 
 
 def remove_stale_temporaries(out_dir: Path) -> None:
