@@ -383,7 +383,14 @@ def remove_stale_temporaries(out_dir: Path) -> None:
 
 def write_coco(out_dir: Path, jobs: Sequence[Job]) -> Path:
     """Merges the per-image JSON files of ``jobs`` into one COCO annotations file (image ids
-    in the order of ``jobs``; images with no output have no entry)."""
+    in the order of ``jobs``; images with no output have no entry).
+
+    Each annotation's ``bbox`` is COCO's, ``pycocotools.mask.toBbox`` of its segmentation
+    (the width and height count the pixels: [0, 0, 800, 534] for a full 800x534 mask). The
+    per-image files keep the official generator's records, whose box is SAM's (the last
+    pixel's coordinate minus the first: one pixel short, [0, 0, 799, 533])."""
+    from .masks import rle_to_bbox
+
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     for image_id, job in enumerate(jobs, start=1):
@@ -392,7 +399,9 @@ def write_coco(out_dir: Path, jobs: Sequence[Job]) -> Path:
         except (OSError, json.JSONDecodeError):
             continue  # failed images have no output and no entry
         images.append({"id": image_id, **result["image"]})
-        for record in result["annotations"]:
+        records = result["annotations"]
+        boxes = rle_to_bbox([r["segmentation"] for r in records]) if records else []
+        for record, box in zip(records, boxes, strict=True):
             annotations.append(
                 {
                     "id": len(annotations) + 1,
@@ -401,6 +410,7 @@ def write_coco(out_dir: Path, jobs: Sequence[Job]) -> Path:
                     "iscrowd": 0,
                     "score": record["predicted_iou"],
                     **record,
+                    "bbox": [int(v) for v in box],
                 }
             )
     coco = {
