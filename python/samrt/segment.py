@@ -400,7 +400,9 @@ def write_coco(out_dir: Path, jobs: Sequence[Job]) -> Path:
             continue  # failed images have no output and no entry
         images.append({"id": image_id, **result["image"]})
         records = result["annotations"]
-        boxes = rle_to_bbox([r["segmentation"] for r in records]) if records else []
+        boxes: list[list[int]] = (
+            rle_to_bbox([r["segmentation"] for r in records]).astype(np.int64).tolist() if records else []
+        )
         for record, box in zip(records, boxes, strict=True):
             annotations.append(
                 {
@@ -410,7 +412,7 @@ def write_coco(out_dir: Path, jobs: Sequence[Job]) -> Path:
                     "iscrowd": 0,
                     "score": record["predicted_iou"],
                     **record,
-                    "bbox": [int(v) for v in box],
+                    "bbox": box,
                 }
             )
     coco = {
