@@ -201,7 +201,14 @@ def load_manifest(
     ``precisions`` limits the hash check to those variants (default: all).
     """
     root = Path(engine_dir)
+    expected = (
+        f"an engine directory (the folder `samrt export --out DIR` writes: "
+        f"{contract.MANIFEST_FILE} and the ONNX graphs)"
+    )
     if not root.is_dir():
+        if root.exists():
+            hint = f"; did you mean {str(root.parent)!r}?" if root.name == contract.MANIFEST_FILE else ""
+            raise EngineDirError(f"{str(root)!r} is a file, not {expected}{hint}")
         raise EngineDirError(
             f"engine directory {str(root)!r} does not exist; create one with `samrt export`"
         )
@@ -209,6 +216,10 @@ def load_manifest(
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
+        if not any(root.glob("*.onnx")):
+            raise EngineDirError(
+                f"{str(root)!r} is not {expected}: it has no {contract.MANIFEST_FILE} and no graphs"
+            ) from None
         raise EngineDirError(
             f"{path} is missing: {root} is not a complete engine directory; re-run `samrt export`"
         ) from None

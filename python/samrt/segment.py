@@ -45,6 +45,7 @@ __all__ = [
     "Segmenter",
     "collect_jobs",
     "needs_work",
+    "read_error_message",
     "read_source",
     "remove_stale_temporaries",
     "segment_local",
@@ -191,13 +192,15 @@ def collect_jobs(
     * a ``.txt`` or ``.lst`` file: one image path (or URI) a line (blank lines and lines
       starting with ``#`` skipped); relative paths are relative to the list file's folder
       and keep that relative path in the output folder;
-    * any other file: that file, whatever its suffix (one that is missing or unreadable is
-      a failure of the run, reported at the end);
+    * any other file: that file, whatever its suffix (one that is unreadable, or listed in
+      a list file but missing, is a failure of the run, reported at the end);
     * ``scheme://...``: a file or folder on a filesystem pyarrow opens (``s3://``,
       ``gs://``, ``hdfs://``, ``file://``), listed like a local one.
 
-    A :class:`Job` in ``inputs`` is taken as it is. Raises ValueError when two different
-    images would write the same output file; the same image named twice is kept once.
+    A :class:`Job` in ``inputs`` is taken as it is. Raises FileNotFoundError, naming it,
+    for an input path that does not exist (before any work: a mistyped path should not
+    wait for the end of a long run), and ValueError when two different images would write
+    the same output file; the same image named twice is kept once.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -217,6 +220,11 @@ def collect_jobs(
             jobs.extend(_list_file_jobs(path))
         elif not path.exists() and glob.has_magic(text):
             jobs.extend(_glob_jobs(text))
+        elif not path.exists():
+            raise FileNotFoundError(
+                f"input {text!r} does not exist (an image file, a folder, a glob pattern, "
+                "a .txt list or a URI was expected)"
+            )
         else:
             jobs.append(Job(str(path), path.name))
     return _unique(jobs)
@@ -334,6 +342,15 @@ def read_source(source: str) -> bytes:
             return data
     with open(source, "rb") as f:
         return f.read()
+
+
+def read_error_message(source: str, error: OSError) -> str:
+    """Why ``source`` could not be read, in one line naming it."""
+    if isinstance(error, FileNotFoundError):
+        return f"{source!r} does not exist"
+    if isinstance(error, IsADirectoryError):
+        return f"{source!r} is a folder, not an image file"
+    return f"cannot read {source!r}: {error.strerror or error}"
 
 
 def _source_mtime(job: Job) -> float | None:
@@ -552,7 +569,7 @@ class Segmenter:
             try:
                 data = read_source(job.source)
             except OSError as e:
-                return failed(f"cannot read {job.source!r}: {e}")
+                return failed(read_error_message(job.source, e))
         try:
             image = decode_image(data, job.source)
         except ImageReadError as e:
@@ -703,11 +720,12 @@ def segment_local(
     without ``--ray``); ``on_image(job)`` is called before each one and, in everything mode,
     ``on_batch(done, total)`` after each decoder batch of it (a progress display)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
     summary = RunSummary(images=len(jobs))
     started = time.perf_counter()
+    # The engine first: a run that cannot start leaves no empty output folder behind.
     segmenter = Segmenter(engine_dir, options, out, model_factory=model_factory)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
     segmenter.on_batch = on_batch
     _log.info("samrt segment: %d images on %s", len(jobs), segmenter.backend_name)
     for job in jobs:
