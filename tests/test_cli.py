@@ -204,3 +204,55 @@ def test_zero_masks_are_explained(tiny_model: Any, tmp_path: Path) -> None:
     line = next(line for line in result.stderr.splitlines() if "0 masks for" in line)
     assert f"0 masks for {image}: 0 of 48 candidate masks kept; dropped " in line
     assert "--pred-iou-thresh=0.88" in line and "lower --pred-iou-thresh" in line, line
+
+
+# -- first contact: the small error paths, each one line naming what was expected ---------------
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    return result.stderr
+
+
+def test_a_run_that_cannot_start_leaves_no_output_folder(tmp_path: Path) -> None:
+    image = tmp_path / "one.png"
+    Image.fromarray(_photo(34)).save(image)
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    for engine in (tmp_path / "no-engine", readme):
+        out = tmp_path / "out"
+        error = _one_line_error(samrt("segment", str(image), "--engine", str(engine), "--out", str(out)))
+        assert str(engine) in error
+        assert not out.exists(), f"a failed run (engine {engine}) created {out}"
+
+
+def test_info_on_a_file_says_an_engine_directory_was_expected(tiny_model: Any, tmp_path: Path) -> None:
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    error = _one_line_error(samrt("info", str(readme)))
+    assert f"'{readme}' is a file, not an engine directory" in error
+    assert "samrt export --out DIR" in error and "manifest.json" in error
+    # The manifest itself: the folder is what was meant.
+    error = _one_line_error(samrt("info", str(tiny_model.engine_dir / "manifest.json")))
+    assert f"did you mean '{tiny_model.engine_dir}'?" in error
+    # A folder that is no engine directory at all.
+    (tmp_path / "photos").mkdir()
+    error = _one_line_error(samrt("info", str(tmp_path / "photos")))
+    assert f"'{tmp_path / 'photos'}' is not an engine directory" in error and "no manifest.json" in error
+
+
+def test_a_missing_input_is_named_before_any_work(tiny_model: Any, tmp_path: Path) -> None:
+    good = tmp_path / "good.png"
+    Image.fromarray(_photo(35)).save(good)
+    missing = tmp_path / "typo.jpg"
+    out = tmp_path / "out"
+    error = _one_line_error(samrt("segment", str(good), str(missing), "--engine", str(tiny_model.engine_dir),
+                                  "--out", str(out), *FAST))
+    assert f"samrt: error: input '{missing}' does not exist" in error
+    assert "cannot read" not in error and "as an image" not in error
+    assert not out.exists()
+    # A list file's missing entry is a failure of the run, named, and the others are done.
+    listing = tmp_path / "list.txt"
+    listing.write_text("good.png\ngone.png\n")
+    result = samrt("segment", str(listing), "--engine", str(tiny_model.engine_dir), "--out", str(out), *FAST)
+    assert result.returncode == 1 and "1 segmented" in result.stdout and "1 failed" in result.stdout
+    assert f"samrt: failed: '{tmp_path / 'gone.png'}' does not exist" in result.stderr

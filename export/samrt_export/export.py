@@ -13,6 +13,7 @@ from typing import Any
 
 import samrt
 from samrt import contract
+from samrt._atomic import current_umask
 from samrt.errors import EngineDirError
 from samrt.families import SamFamily
 from samrt.manifest import Manifest, ModelFile, load_manifest, sha256_file, write_manifest
@@ -490,10 +491,10 @@ def _is_nonempty_dir(path: Path) -> bool:
 
 
 def _make_shareable(staging: Path) -> None:
-    # mkdtemp and mkstemp create owner-only entries; an engine directory should get the
-    # permissions any directory made by this user would.
-    umask = os.umask(0)
-    os.umask(umask)
+    # mkdtemp creates an owner-only folder; an engine directory should get the permissions
+    # any directory made by this user would (its files were written with plain opens or
+    # samrt._atomic, which follow the umask already; this makes sure of it).
+    umask = current_umask()
     staging.chmod(0o777 & ~umask)
     for path in staging.iterdir():
         path.chmod(0o666 & ~umask)

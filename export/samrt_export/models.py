@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from samrt._atomic import atomic_writer
 
 from ._deps import segment_anything, torch
 from .config import OFFICIAL_CONFIGS, SamConfig, resolve_config
@@ -64,18 +65,8 @@ def save_random_checkpoint(
     sam = build_sam(config, seed=seed)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(sam.state_dict(), tmp)
-        # mkstemp makes the file owner-only; give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(target) as f:
+        torch.save(sam.state_dict(), f)
     return target
 
 

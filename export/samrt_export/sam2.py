@@ -30,6 +30,7 @@ import numpy as np
 
 import samrt
 from samrt import contract
+from samrt._atomic import atomic_writer
 from samrt.errors import EngineDirError
 from samrt.manifest import Manifest, ModelFile, TensorSpec, load_manifest, sha256_file, write_manifest
 
@@ -120,17 +121,8 @@ def save_random_sam2_checkpoint(model_type: str, seed: int, path: str | os.PathL
     model = build_sam2(model_type, seed=seed)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"model": model.state_dict()}, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(target) as f:
+        torch.save({"model": model.state_dict()}, f)
     return target
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from ._atomic import write_atomic
 
 SCHEMA_VERSION = 1
 
@@ -164,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status.close()
     _print_table(report)
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_atomic(args.json, (json.dumps(report, indent=2) + "\n").encode())
     return 0
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import contract
+from ._atomic import write_atomic
 from .errors import EngineDirError
 
 _HASH_CHUNK = 1 << 20
@@ -180,17 +180,10 @@ def _triple(value: Any, name: str) -> tuple[float, float, float]:
 
 
 def write_manifest(engine_dir: str | os.PathLike[str], manifest: Manifest) -> Path:
-    """Writes manifest.json atomically (temporary file, then rename)."""
+    """Writes manifest.json atomically and durably (see :mod:`samrt._atomic`)."""
     path = Path(engine_dir) / contract.MANIFEST_FILE
     text = json.dumps(manifest.to_json(), indent=2, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".manifest-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text.encode("utf-8"))
     return path
 
 
@@ -208,7 +201,14 @@ def load_manifest(
     ``precisions`` limits the hash check to those variants (default: all).
     """
     root = Path(engine_dir)
+    expected = (
+        f"an engine directory (the folder `samrt export --out DIR` writes: "
+        f"{contract.MANIFEST_FILE} and the ONNX graphs)"
+    )
     if not root.is_dir():
+        if root.exists():
+            hint = f"; did you mean {str(root.parent)!r}?" if root.name == contract.MANIFEST_FILE else ""
+            raise EngineDirError(f"{str(root)!r} is a file, not {expected}{hint}")
         raise EngineDirError(
             f"engine directory {str(root)!r} does not exist; create one with `samrt export`"
         )
@@ -216,6 +216,10 @@ def load_manifest(
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
+        if not any(root.glob("*.onnx")):
+            raise EngineDirError(
+                f"{str(root)!r} is not {expected}: it has no {contract.MANIFEST_FILE} and no graphs"
+            ) from None
         raise EngineDirError(
             f"{path} is missing: {root} is not a complete engine directory; re-run `samrt export`"
         ) from None

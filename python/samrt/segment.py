@@ -23,7 +23,6 @@ import glob
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from . import _atomic
 from .errors import SamrtError
 from .imageio import IMAGE_SUFFIXES, ImageReadError, decode_image
 
@@ -45,6 +45,7 @@ __all__ = [
     "Segmenter",
     "collect_jobs",
     "needs_work",
+    "read_error_message",
     "read_source",
     "remove_stale_temporaries",
     "segment_local",
@@ -199,13 +200,15 @@ def collect_jobs(
     * a ``.txt`` or ``.lst`` file: one image path (or URI) a line (blank lines and lines
       starting with ``#`` skipped); relative paths are relative to the list file's folder
       and keep that relative path in the output folder;
-    * any other file: that file, whatever its suffix (one that is missing or unreadable is
-      a failure of the run, reported at the end);
+    * any other file: that file, whatever its suffix (one that is unreadable, or listed in
+      a list file but missing, is a failure of the run, reported at the end);
     * ``scheme://...``: a file or folder on a filesystem pyarrow opens (``s3://``,
       ``gs://``, ``hdfs://``, ``file://``), listed like a local one.
 
-    A :class:`Job` in ``inputs`` is taken as it is. Raises ValueError when two different
-    images would write the same output file; the same image named twice is kept once.
+    A :class:`Job` in ``inputs`` is taken as it is. Raises FileNotFoundError, naming it,
+    for an input path that does not exist (before any work: a mistyped path should not
+    wait for the end of a long run), and ValueError when two different images would write
+    the same output file; the same image named twice is kept once.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -225,6 +228,11 @@ def collect_jobs(
             jobs.extend(_list_file_jobs(path))
         elif not path.exists() and glob.has_magic(text):
             jobs.extend(_glob_jobs(text))
+        elif not path.exists():
+            raise FileNotFoundError(
+                f"input {text!r} does not exist (an image file, a folder, a glob pattern, "
+                "a .txt list or a URI was expected)"
+            )
         else:
             jobs.append(Job(str(path), path.name))
     return _unique(jobs)
@@ -344,6 +352,15 @@ def read_source(source: str) -> bytes:
         return f.read()
 
 
+def read_error_message(source: str, error: OSError) -> str:
+    """Why ``source`` could not be read, in one line naming it."""
+    if isinstance(error, FileNotFoundError):
+        return f"{source!r} does not exist"
+    if isinstance(error, IsADirectoryError):
+        return f"{source!r} is a folder, not an image file"
+    return f"cannot read {source!r}: {error.strerror or error}"
+
+
 def _source_mtime(job: Job) -> float | None:
     if job.mtime is not None:
         return job.mtime
@@ -376,18 +393,10 @@ def needs_work(job: Job, out_dir: str | os.PathLike[str], options: SegmentOption
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` whole or not at all (temporary file, fsync, rename)."""
+    """Writes ``data`` to ``path`` whole or not at all (temporary file, fsync, rename, with
+    the permissions the umask gives), making its folder first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_MARK)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic.write_atomic(path, data, tmp_suffix=TMP_MARK)
 
 
 def remove_stale_temporaries(out_dir: Path) -> None:
@@ -399,7 +408,14 @@ def remove_stale_temporaries(out_dir: Path) -> None:
 
 def write_coco(out_dir: Path, jobs: Sequence[Job]) -> Path:
     """Merges the per-image JSON files of ``jobs`` into one COCO annotations file (image ids
-    in the order of ``jobs``; images with no output have no entry)."""
+    in the order of ``jobs``; images with no output have no entry).
+
+    Each annotation's ``bbox`` is COCO's, ``pycocotools.mask.toBbox`` of its segmentation
+    (the width and height count the pixels: [0, 0, 800, 534] for a full 800x534 mask). The
+    per-image files keep the official generator's records, whose box is SAM's (the last
+    pixel's coordinate minus the first: one pixel short, [0, 0, 799, 533])."""
+    from .masks import rle_to_bbox
+
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     for image_id, job in enumerate(jobs, start=1):
@@ -408,7 +424,11 @@ def write_coco(out_dir: Path, jobs: Sequence[Job]) -> Path:
         except (OSError, json.JSONDecodeError):
             continue  # failed images have no output and no entry
         images.append({"id": image_id, **result["image"]})
-        for record in result["annotations"]:
+        records = result["annotations"]
+        boxes: list[list[int]] = (
+            rle_to_bbox([r["segmentation"] for r in records]).astype(np.int64).tolist() if records else []
+        )
+        for record, box in zip(records, boxes, strict=True):
             annotations.append(
                 {
                     "id": len(annotations) + 1,
@@ -417,6 +437,7 @@ def write_coco(out_dir: Path, jobs: Sequence[Job]) -> Path:
                     "iscrowd": 0,
                     "score": record["predicted_iou"],
                     **record,
+                    "bbox": box,
                 }
             )
     coco = {
@@ -556,7 +577,7 @@ class Segmenter:
             try:
                 data = read_source(job.source)
             except OSError as e:
-                return failed(f"cannot read {job.source!r}: {e}")
+                return failed(read_error_message(job.source, e))
         try:
             image = decode_image(data, job.source)
         except ImageReadError as e:
@@ -707,11 +728,12 @@ def segment_local(
     without ``--ray``); ``on_image(job)`` is called before each one and, in everything mode,
     ``on_batch(done, total)`` after each decoder batch of it (a progress display)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
     summary = RunSummary(images=len(jobs))
     started = time.perf_counter()
+    # The engine first: a run that cannot start leaves no empty output folder behind.
     segmenter = Segmenter(engine_dir, options, out, model_factory=model_factory)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
     segmenter.on_batch = on_batch
     _log.info("samrt segment: %d images on %s", len(jobs), segmenter.backend_name)
     for job in jobs:

@@ -22,7 +22,6 @@ import argparse
 import hashlib
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import contract
+from ._atomic import write_atomic
 from .backends.tensorrt import (
     DEFAULT_LIMITS,
     EngineRecord,
@@ -161,7 +161,7 @@ def build_engines(
         paths.append(path)
 
     if session.cache is not None:
-        _write_atomic(session.cache_path, memoryview(session.cache.serialize()))
+        write_atomic(session.cache_path, memoryview(session.cache.serialize()))
     if built:
         # Re-read just before writing: a build on another machine may have added its
         # engines to this directory's manifest meanwhile.
@@ -270,7 +270,7 @@ def _build_one(
         )
     # A view, not a copy: a ViT-H engine is gigabytes.
     data = memoryview(serialized)
-    _write_atomic(engine_path, data)
+    write_atomic(engine_path, data)
     return EngineRecord(
         file=engine_path.name,
         role=role,
@@ -334,17 +334,6 @@ def _attach_timing_cache(session: _BuildSession, config: trt.IBuilderConfig) -> 
         raise EngineBuildError(
             f"TensorRT rejected the timing cache {session.cache_path} (from another GPU or TensorRT?); delete it and rebuild"
         )
-
-
-def _write_atomic(path: Path, data: bytes | memoryview) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _parser() -> argparse.ArgumentParser:

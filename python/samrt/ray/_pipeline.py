@@ -32,6 +32,7 @@ from ..segment import (
     collect_jobs,
     is_uri,
     needs_work,
+    read_error_message,
     read_source,
     remove_stale_temporaries,
     write_coco,
@@ -110,7 +111,7 @@ def read_images(batch: Batch) -> Batch:
             errors.append("")
         except OSError as e:
             data.append(b"")
-            errors.append(f"cannot read {str(source)!r}: {e}")
+            errors.append(read_error_message(str(source), e))
     out = dict(batch)
     out["data"] = _object_array(data)
     out["read_error"] = _object_array(errors)

@@ -6,7 +6,7 @@ recently used. Counting entries instead would let a cache of vit_h states on a G
 of tiny states share a limit that means nothing for either.
 
 :class:`EmbeddingDiskCache` keeps image embeddings in a folder so that a restarted service
-does not recompute them: one ``.npy`` file per (engine, image), written atomically, the
+does not recompute them: one ``.npy`` file per (engine, image), written atomically and owner-only, the
 folder bounded in bytes (oldest files removed first).
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -25,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import contract
+from .._atomic import atomic_writer
 
 __all__ = ["ByteLRU", "EmbeddingDiskCache"]
 
@@ -139,14 +139,12 @@ class EmbeddingDiskCache:
 
     def store(self, image_sha256: str, original_size: tuple[int, int], embedding: npt.NDArray[np.float32]) -> None:
         path = self._path(image_sha256, original_size)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, np.ascontiguousarray(embedding, dtype=np.float32), allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # Owner-only on purpose (0600 less the umask), unlike the files samrt writes for its
+        # user: the cache is the service's private state, not a result anyone reads, and an
+        # embedding tells a good deal about an image that may be private (uploads, or a
+        # folder others cannot read), while --cache-dir may be a shared place such as /tmp.
+        with atomic_writer(path, mode=0o600) as f:
+            np.save(f, np.ascontiguousarray(embedding, dtype=np.float32), allow_pickle=False)
         self._evict()
 
     def _evict(self) -> None:

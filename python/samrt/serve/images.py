@@ -15,7 +15,6 @@ import hashlib
 import io
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
+from .._atomic import write_atomic
 from ..imageio import IMAGE_SUFFIXES, ImageReadError, load_image
 from .storage import ImageRow, NewImage
 
@@ -170,17 +170,7 @@ class ImageLibrary:
         path = self.uploads_dir / name
         self.uploads_dir.mkdir(parents=True, exist_ok=True)
         if not (path.is_file() and path.stat().st_size == len(data)):
-            fd, tmp = tempfile.mkstemp(dir=self.uploads_dir, prefix=".", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-            _fsync_dir(self.uploads_dir)
+            write_atomic(path, data)  # fsynced, the folder too; readable as the umask says
         return NewImage(probed.sha256, probed.width, probed.height, "upload", name, probed.format, len(data))
 
     # -- reading -------------------------------------------------------------------------
@@ -217,10 +207,3 @@ class ImageLibrary:
         except OSError:
             return False
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
