@@ -9,6 +9,13 @@ import numpy as np
 import pytest
 import torch
 from segment_anything import SamPredictor
+from tolerances import (
+    PARITY_EMBEDDING_ATOL_REL,
+    PARITY_LOGITS_ATOL_REL,
+    PARITY_LOW_RES_ATOL_REL,
+    PARITY_MIN_MASK_IOU,
+    PARITY_SCORE_ATOL,
+)
 
 import samrt
 
@@ -41,17 +48,17 @@ def assert_same_prediction(ours: Any, theirs: Any, *, logits: bool) -> None:
     o_masks, o_scores, o_low_res = (np.asarray(x) for x in theirs)
     assert masks.shape == o_masks.shape
     assert scores.shape == o_scores.shape and low_res.shape == o_low_res.shape
-    np.testing.assert_allclose(scores, o_scores, atol=1e-3)
+    np.testing.assert_allclose(scores, o_scores, atol=PARITY_SCORE_ATOL)
     scale = max(1.0, float(np.abs(o_low_res).max()))
-    np.testing.assert_allclose(low_res, o_low_res, atol=1e-3 * scale)
+    np.testing.assert_allclose(low_res, o_low_res, atol=PARITY_LOW_RES_ATOL_REL * scale)
     if logits:
         assert masks.dtype == np.float32
-        np.testing.assert_allclose(masks, o_masks, atol=2e-3 * scale)
+        np.testing.assert_allclose(masks, o_masks, atol=PARITY_LOGITS_ATOL_REL * scale)
         masks, o_masks = masks > 0, o_masks > 0
     else:
         assert masks.dtype == np.bool_
     for ours_mask, official_mask in zip(masks, o_masks):
-        assert mask_iou(ours_mask, official_mask) >= 0.99
+        assert mask_iou(ours_mask, official_mask) >= PARITY_MIN_MASK_IOU
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +75,9 @@ def test_embedding_matches_official(truck_pair: Pair) -> None:
     ours = truck_pair.ours.get_image_embedding()
     theirs = truck_pair.official.get_image_embedding().numpy()
     assert ours.shape == theirs.shape == (1, 256, 64, 64)
-    np.testing.assert_allclose(ours, theirs, atol=1e-4 * float(np.abs(theirs).max()))
+    np.testing.assert_allclose(
+        ours, theirs, atol=PARITY_EMBEDDING_ATOL_REL * float(np.abs(theirs).max())
+    )
     assert truck_pair.ours.input_size == truck_pair.official.input_size
     assert truck_pair.ours.original_size == truck_pair.official.original_size
 
