@@ -38,7 +38,7 @@ def python_snippets() -> list[tuple[int, str]]:
     """(line of the opening fence, code) of each ```python block of the README."""
     readme = (REPO_ROOT / "README.md").read_text()
     snippets = []
-    for match in re.finditer(r"^```python\n(.*?)^```", readme, re.S | re.M):
+    for match in re.finditer(r"^```python\n(.*?)^```", readme, re.DOTALL | re.MULTILINE):
         snippets.append((readme.count("\n", 0, match.start()) + 1, match.group(1)))
     return snippets
 
@@ -63,7 +63,7 @@ def test_readme_python_snippets_run(tiny_model: Any, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     result = subprocess.run(
         [sys.executable, "-c", DRIVER, str(tmp_path / "snippets.json")],
-        cwd=work, env=env, capture_output=True, text=True, timeout=600,
+        cwd=work, env=env, capture_output=True, text=True, timeout=600, check=False,
     )
     done = [int(line.split()[1]) for line in result.stdout.splitlines() if line.startswith("ok ")]
     assert result.returncode == 0 and done == [line for line, _ in snippets], (
