@@ -130,16 +130,25 @@ install_wheels() {
 # samrt's C++ module and packages, built from this checkout with the project's own build
 # (scikit-build-core, no isolation: the machine has no registry); CMake directly if that fails.
 build_samrt() {
-    local tmp
+    local tmp stamp
+    # A rerun on the same machine keeps the build when the sources are the same.
+    stamp=$(cd "$ROOT" && find csrc python/samrt export/samrt_export CMakeLists.txt pyproject.toml \
+        -type f -not -name '*.pyc' -not -path '*/__pycache__/*' -not -name '*.so' | sort \
+        | xargs sha256sum | sha256sum | cut -c1-64)
+    if [ -f "$SAMRT_SITE/.built" ] && [ "$(cat "$SAMRT_SITE/.built")" = "$stamp" ]; then
+        echo "samrt already built in $SAMRT_SITE (same sources)"
+        return 0
+    fi
     rm -rf "$SAMRT_SITE"
     if (cd "$ROOT" && "$PYTHON" -m pip install -q --no-build-isolation --no-deps --no-index \
             --no-compile --no-cache-dir --target "$SAMRT_SITE" .); then
+        echo "$stamp" >"$SAMRT_SITE/.built"
         return 0
     fi
     echo "check.sh: the pip build failed; building with CMake directly"
     tmp="$WORK/cmake-build"
     rm -rf "$SAMRT_SITE"
-    cmake -S "$ROOT" -B "$tmp" -DCMAKE_BUILD_TYPE=Release \
+    cmake -S "$ROOT" -B "$tmp" $(command -v ninja >/dev/null && echo "-G Ninja") -DCMAKE_BUILD_TYPE=Release \
         -DSKBUILD_PROJECT_NAME=samrt -DSKBUILD_PROJECT_VERSION=0.1.0 \
         -DPython_EXECUTABLE="$(command -v "$PYTHON")" \
         -Dpybind11_DIR="$("$PYTHON" -m pybind11 --cmakedir)" || return 1
@@ -147,6 +156,7 @@ build_samrt() {
     mkdir -p "$SAMRT_SITE"
     cp -r "$ROOT/python/samrt" "$ROOT/export/samrt_export" "$SAMRT_SITE/" || return 1
     cp "$tmp"/_core*.so "$SAMRT_SITE/samrt/" || return 1
+    echo "$stamp" >"$SAMRT_SITE/.built"
 }
 
 # The onnxruntime that samrt imports must be the carried CUDA build, not the machine's CPU one.

@@ -114,7 +114,7 @@ parts_make() {
     local wheels=$1 parts=$2 part_bytes=$3 xz_level=${4:-9}
     local tmp n i name
     ls "$wheels"/*.whl >/dev/null 2>&1 || { parts_die "no wheel in $wheels"; return 1; }
-    tmp=$(mktemp -d "$(dirname "$parts")/.parts.XXXXXX")
+    tmp=$(mktemp -d "$(dirname "$parts")/.prepare-tmp.XXXXXX")
     mkdir -p "$tmp/stage/wheels" "$tmp/new"
     cp "$wheels"/*.whl "$tmp/stage/wheels/"
     (cd "$tmp/stage" && sha256sum wheels/*.whl) >"$tmp/new/$PARTS_SUMS.wheels"

@@ -56,7 +56,7 @@ if [ -n "$WHEELS_FROM" ]; then
     echo "prepare: wheels from $WHEELS (no download)"
 else
     echo "prepare: downloading ${REQUIREMENTS[*]} (cp312, manylinux x86_64) into $WHEELS"
-    fresh=$(mktemp -d "$HERE/.wheels.XXXXXX")
+    fresh=$(mktemp -d "$HERE/.prepare-tmp.XXXXXX")
     platform_args=()
     for p in "${PLATFORMS[@]}"; do platform_args+=(--platform "$p"); done
     "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
@@ -102,7 +102,7 @@ parts_make "$WHEELS" "$PARTS" "$part_bytes" "$XZ_LEVEL"
 cp "$PARTS"/part-1-of-*/"$PARTS_SUMS" "$PARTS/$PARTS_SUMS"
 echo "prepare: verifying the parts"
 parts_verify "$PARTS" all
-roundtrip=$(mktemp -d "$HERE/.roundtrip.XXXXXX")
+roundtrip=$(mktemp -d "$(dirname "$PARTS")/.prepare-tmp.XXXXXX")
 trap 'rm -rf "$roundtrip"' EXIT
 parts_reassemble "$PARTS" "$roundtrip" "$PYTHON" >/dev/null
 for wheel in "$WHEELS"/*.whl; do
