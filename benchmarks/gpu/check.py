@@ -12,7 +12,8 @@ same steps and the same files, only the provider, the model and the repeat count
   step0_env.json       versions, providers, GPU (nvidia-smi), the setup stages' times
   step1_parity.json    samrt fp32 against the official SamPredictor, the CPU tests' tolerances
   step2_fp16.json      samrt fp16 against samrt fp32 (mask IoU >= FP16_MIN_MASK_IOU)
-  step3_bench.json     set_image, predict_1, predict_low_res, predict_batch (64 prompts) and generate:
+  step3_bench.json     set_image, predict_1, predict_low_res, predict_batch (64 prompts),
+                       generate:
                        samrt fp32 and fp16 against the official fp32 and bf16 autocast
   step4_tensorrt.json  the TensorRT backend, or why it was skipped
 and ``summarize`` (which check.sh always runs, also after a time-out) writes summary.json.
@@ -47,7 +48,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))  # tolerances.py: the CPU tests' numbers
 
-import tolerances  # noqa: E402
+import tolerances
 
 IMAGE = ROOT / "examples" / "dog.jpg"
 SEED = 0
@@ -103,17 +104,39 @@ class Mode:
 
 MODES = {
     "gpu": Mode(
-        "gpu", "vit_b", "onnxruntime-cuda", "cuda", warmup=3,
-        repeats={"set_image": 10, "predict_1": 30, "predict_low_res": 30, "predict_batch": 10,
-                 "generate": 3},
-        points_per_side=32, batch_prompts=64, bench_cap_s=240.0,
+        "gpu",
+        "vit_b",
+        "onnxruntime-cuda",
+        "cuda",
+        warmup=3,
+        repeats={
+            "set_image": 10,
+            "predict_1": 30,
+            "predict_low_res": 30,
+            "predict_batch": 10,
+            "generate": 3,
+        },
+        points_per_side=32,
+        batch_prompts=64,
+        bench_cap_s=240.0,
     ),
     "cpu-dry-run": Mode(
-        "cpu-dry-run", "tiny", "onnxruntime-cpu", "cpu", warmup=1,
-        repeats={"set_image": 2, "predict_1": 3, "predict_low_res": 3, "predict_batch": 2,
-                 "generate": 1},
+        "cpu-dry-run",
+        "tiny",
+        "onnxruntime-cpu",
+        "cpu",
+        warmup=1,
+        repeats={
+            "set_image": 2,
+            "predict_1": 3,
+            "predict_low_res": 3,
+            "predict_batch": 2,
+            "generate": 1,
+        },
         # A CPU upscales every mask of a batch slowly (the official's 64 took 11 s on 2 cores).
-        points_per_side=2, batch_prompts=4, bench_cap_s=60.0,
+        points_per_side=2,
+        batch_prompts=4,
+        bench_cap_s=60.0,
     ),
 }
 
@@ -182,15 +205,25 @@ def make_engine(mode: Mode, work: Path) -> dict[str, Any]:
     if not checkpoint.is_file():
         log(f"saving the seeded random {mode.model_type} checkpoint")
         save_random_checkpoint(mode.model_type, SEED, checkpoint)
-    reused = engine_is_current(mode.model_type, out_dir=engine, checkpoint=checkpoint, precision="both")
+    reused = engine_is_current(
+        mode.model_type, out_dir=engine, checkpoint=checkpoint, precision="both"
+    )
     if not reused:
         log(f"exporting {mode.model_type} (fp32 and fp16) to {engine}")
         export_engine(
-            mode.model_type, checkpoint=checkpoint, out_dir=engine, precision="both",
-            overwrite=True, on_stage=lambda text: log(f"export: {text}"),
+            mode.model_type,
+            checkpoint=checkpoint,
+            out_dir=engine,
+            precision="both",
+            overwrite=True,
+            on_stage=lambda text: log(f"export: {text}"),
         )
-    return {"engine": engine, "checkpoint": checkpoint, "reused": reused,
-            "seconds": time.perf_counter() - start}
+    return {
+        "engine": engine,
+        "checkpoint": checkpoint,
+        "reused": reused,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -210,8 +243,10 @@ def compare_prediction(ours: Any, theirs: Any, *, logits: bool) -> dict[str, Any
     shapes = masks.shape == o_masks.shape and scores.shape == o_scores.shape
     shapes = shapes and low_res.shape == o_low_res.shape
     result: dict[str, Any] = {
-        "shapes": {"ours": [masks.shape, scores.shape, low_res.shape],
-                   "official": [o_masks.shape, o_scores.shape, o_low_res.shape]},
+        "shapes": {
+            "ours": [masks.shape, scores.shape, low_res.shape],
+            "official": [o_masks.shape, o_scores.shape, o_low_res.shape],
+        },
         "shapes_equal": shapes,
     }
     if not shapes:
@@ -261,27 +296,43 @@ def image_prompts(image: np.ndarray) -> dict[str, dict[str, Any]]:
 
     box = np.array([*xy(0.3, 0.25), *xy(0.7, 0.85)])
     return {
-        "single_point_multimask": {"point_coords": np.array([xy(0.5, 0.47)]),
-                                   "point_labels": np.array([1]), "multimask_output": True},
-        "single_point_single_mask": {"point_coords": np.array([xy(0.5, 0.47)]),
-                                     "point_labels": np.array([1]), "multimask_output": False},
-        "fg_bg_points": {"point_coords": np.array([xy(0.5, 0.47), xy(0.85, 0.8)]),
-                         "point_labels": np.array([1, 0])},
+        "single_point_multimask": {
+            "point_coords": np.array([xy(0.5, 0.47)]),
+            "point_labels": np.array([1]),
+            "multimask_output": True,
+        },
+        "single_point_single_mask": {
+            "point_coords": np.array([xy(0.5, 0.47)]),
+            "point_labels": np.array([1]),
+            "multimask_output": False,
+        },
+        "fg_bg_points": {
+            "point_coords": np.array([xy(0.5, 0.47), xy(0.85, 0.8)]),
+            "point_labels": np.array([1, 0]),
+        },
         "box": {"box": box, "multimask_output": False},
-        "box_and_points": {"point_coords": np.array([xy(0.45, 0.7)]),
-                           "point_labels": np.array([0]), "box": box},
+        "box_and_points": {
+            "point_coords": np.array([xy(0.45, 0.7)]),
+            "point_labels": np.array([0]),
+            "box": box,
+        },
         "no_prompt": {},
-        "return_logits": {"point_coords": np.array([xy(0.6, 0.3)]), "point_labels": np.array([1]),
-                          "return_logits": True},
+        "return_logits": {
+            "point_coords": np.array([xy(0.6, 0.3)]),
+            "point_labels": np.array([1]),
+            "return_logits": True,
+        },
     }
 
 
 def refine_prompt(image: np.ndarray, low_res: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
     """A second click with the best mask of the first as mask_input (as an annotator does)."""
     h, w = image.shape[:2]
-    return {"point_coords": np.array([[0.5 * w, 0.47 * h], [0.85 * w, 0.8 * h]]),
-            "point_labels": np.array([1, 1]),
-            "mask_input": low_res[int(np.argmax(scores))][None]}
+    return {
+        "point_coords": np.array([[0.5 * w, 0.47 * h], [0.85 * w, 0.8 * h]]),
+        "point_labels": np.array([1, 1]),
+        "mask_input": low_res[int(np.argmax(scores))][None],
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -340,9 +391,16 @@ def autocast_bf16(sam: Any, device_type: str) -> Any:
     return sam
 
 
-def official_predict(predictor: Any, *, point_coords: Any = None, point_labels: Any = None,
-                     box: Any = None, mask_input: Any = None, multimask_output: bool = True,
-                     return_logits: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def official_predict(
+    predictor: Any,
+    *,
+    point_coords: Any = None,
+    point_labels: Any = None,
+    box: Any = None,
+    mask_input: Any = None,
+    multimask_output: bool = True,
+    return_logits: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """SamPredictor.predict, with the outputs cast to float32 before they reach numpy
     (a no-op in fp32; under autocast numpy has no bfloat16)."""
     import torch
@@ -350,19 +408,27 @@ def official_predict(predictor: Any, *, point_coords: Any = None, point_labels: 
     device = predictor.device
     coords = labels = boxes = masks = None
     if point_coords is not None:
-        c = predictor.transform.apply_coords(np.asarray(point_coords, dtype=np.float64), predictor.original_size)
+        c = predictor.transform.apply_coords(
+            np.asarray(point_coords, dtype=np.float64), predictor.original_size
+        )
         coords = torch.as_tensor(c, dtype=torch.float, device=device)[None]
         labels = torch.as_tensor(np.asarray(point_labels), dtype=torch.int, device=device)[None]
     if box is not None:
-        b = predictor.transform.apply_boxes(np.asarray(box, dtype=np.float64), predictor.original_size)
+        b = predictor.transform.apply_boxes(
+            np.asarray(box, dtype=np.float64), predictor.original_size
+        )
         boxes = torch.as_tensor(b, dtype=torch.float, device=device)[None, :]
     if mask_input is not None:
         masks = torch.as_tensor(np.asarray(mask_input), dtype=torch.float, device=device)[None]
     with torch.inference_mode():
         out_masks, scores, low_res = predictor.predict_torch(
-            coords, labels, boxes, masks, multimask_output, return_logits=return_logits)
-    return (out_masks[0].float().cpu().numpy() if return_logits else out_masks[0].cpu().numpy(),
-            scores[0].float().cpu().numpy(), low_res[0].float().cpu().numpy())
+            coords, labels, boxes, masks, multimask_output, return_logits=return_logits
+        )
+    return (
+        out_masks[0].float().cpu().numpy() if return_logits else out_masks[0].cpu().numpy(),
+        scores[0].float().cpu().numpy(),
+        low_res[0].float().cpu().numpy(),
+    )
 
 
 def official_predict_batch(predictor: Any, coords: np.ndarray, labels: np.ndarray) -> Any:
@@ -373,7 +439,8 @@ def official_predict_batch(predictor: Any, coords: np.ndarray, labels: np.ndarra
     with torch.inference_mode():
         masks, scores, low_res = predictor.predict_torch(
             torch.as_tensor(c, dtype=torch.float, device=device),
-            torch.as_tensor(labels, dtype=torch.int, device=device))
+            torch.as_tensor(labels, dtype=torch.int, device=device),
+        )
     return masks.cpu().numpy(), scores.float().cpu().numpy(), low_res.float().cpu().numpy()
 
 
@@ -386,12 +453,20 @@ def official_low_res(predictor: Any, coords: np.ndarray, labels: np.ndarray) -> 
     c = predictor.transform.apply_coords(coords, predictor.original_size)
     with torch.inference_mode():
         sparse, dense = model.prompt_encoder(
-            points=(torch.as_tensor(c, dtype=torch.float, device=device),
-                    torch.as_tensor(labels, dtype=torch.int, device=device)),
-            boxes=None, masks=None)
+            points=(
+                torch.as_tensor(c, dtype=torch.float, device=device),
+                torch.as_tensor(labels, dtype=torch.int, device=device),
+            ),
+            boxes=None,
+            masks=None,
+        )
         low_res, scores = model.mask_decoder(
-            image_embeddings=predictor.features, image_pe=model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True)
+            image_embeddings=predictor.features,
+            image_pe=model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+        )
     return scores.float().cpu().numpy(), low_res.float().cpu().numpy()
 
 
@@ -431,10 +506,11 @@ def release(mode: Mode) -> None:
 
 class GpuMemory:
     """Samples the GPU's used memory with nvidia-smi (every ``period`` seconds, in a
-    thread) while a block runs: this process's (when nvidia-smi lists processes) and the
+    thread: often enough for a case's peak, seldom enough not to load the timed calls)
+    while a block runs: this process's (when nvidia-smi lists processes) and the
     whole device's (the machine is ours alone)."""
 
-    def __init__(self, period: float = 0.25) -> None:
+    def __init__(self, period: float = 0.5) -> None:
         self.period = period
         self.smi = shutil.which("nvidia-smi")
 
@@ -443,11 +519,23 @@ class GpuMemory:
             return {"device_mib": None, "process_mib": None}
         device = process = None
         try:
-            out = subprocess.run([self.smi, "--query-gpu=memory.used", "--format=csv,noheader,nounits",
-                                  "-i", "0"], capture_output=True, text=True, timeout=10)
-            device = float(out.stdout.split()[0]) if out.returncode == 0 and out.stdout.split() else None
-            out = subprocess.run([self.smi, "--query-compute-apps=pid,used_memory",
-                                  "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10)
+            out = subprocess.run(
+                [self.smi, "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+            device = (
+                float(out.stdout.split()[0]) if out.returncode == 0 and out.stdout.split() else None
+            )
+            out = subprocess.run(
+                [self.smi, "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
             for line in out.stdout.splitlines():
                 fields = [f.strip() for f in line.split(",")]
                 if len(fields) == 2 and fields[0] == str(os.getpid()):
@@ -486,7 +574,8 @@ class GpuMemory:
             record |= {
                 "before_device_mib": before["device_mib"],
                 "peak_device_mib": peaks["device_mib"],
-                "peak_device_mib_above_before": None if before["device_mib"] is None or peaks["device_mib"] is None
+                "peak_device_mib_above_before": None
+                if before["device_mib"] is None or peaks["device_mib"] is None
                 else peaks["device_mib"] - before["device_mib"],
                 "before_process_mib": before["process_mib"],
                 "peak_process_mib": peaks["process_mib"],
@@ -519,10 +608,18 @@ class Run:
         try:
             result = fn()
         except Exception as e:  # noqa: BLE001 - a broken step is a result; the others still run
-            result = {"status": "error", "error": f"{type(e).__name__}: {e}",
-                      "traceback": traceback.format_exc()}
-        result = {"step": name, "mode": self.mode.name, **result,
-                  "seconds": time.perf_counter() - start, "finished_at": time.time()}
+            result = {
+                "status": "error",
+                "error": f"{type(e).__name__}: {e}",
+                "traceback": traceback.format_exc(),
+            }
+        result = {
+            "step": name,
+            "mode": self.mode.name,
+            **result,
+            "seconds": time.perf_counter() - start,
+            "finished_at": time.time(),
+        }
         write_json(self.out / STEP_FILES[name], result)
         log(f"step {name}: {result.get('status')} in {result['seconds']:.1f} s")
         release(self.mode)
@@ -536,8 +633,17 @@ class Run:
         import onnxruntime
 
         libraries: dict[str, str] = {}
-        for dist in ("numpy", "onnxruntime", "onnxruntime-gpu", "onnx", "torch", "torchvision",
-                     "segment-anything", "pillow", "samrt"):
+        for dist in (
+            "numpy",
+            "onnxruntime",
+            "onnxruntime-gpu",
+            "onnx",
+            "torch",
+            "torchvision",
+            "segment-anything",
+            "pillow",
+            "samrt",
+        ):
             try:
                 libraries[dist] = metadata.version(dist)
             except metadata.PackageNotFoundError:
@@ -552,10 +658,17 @@ class Run:
             "cpu_count": os.cpu_count(),
             "libraries": libraries,
             "samrt_file": samrt.__file__,
-            "onnxruntime": {"version": onnxruntime.__version__, "file": onnxruntime.__file__,
-                            "providers": onnxruntime.get_available_providers()},
+            "onnxruntime": {
+                "version": onnxruntime.__version__,
+                "file": onnxruntime.__file__,
+                "providers": onnxruntime.get_available_providers(),
+            },
             "engine": str(self.engine),
-            "image": {"name": IMAGE.name, "height": self.image.shape[0], "width": self.image.shape[1]},
+            "image": {
+                "name": IMAGE.name,
+                "height": self.image.shape[0],
+                "width": self.image.shape[1],
+            },
             "mode_config": dataclasses.asdict(self.mode),
             "setup_stages": read_stages(self.work),
             "nvidia_smi": nvidia_smi_text(),
@@ -600,10 +713,15 @@ class Run:
             with torch.inference_mode():
                 official.set_image(self.image)
             result = compare_with_official(ours, official, self.image)
-        result |= {"backend": ours.backend_name, "precision": "fp32", "official_device": self.mode.device,
-                   "official_torch_flags": torch_flags, "tolerances": parity_tolerances(),
-                   "cuda_libraries_preloaded": self.cuda_preloaded,
-                   "provider_options": provider_options(ours.model)}
+        result |= {
+            "backend": ours.backend_name,
+            "precision": "fp32",
+            "official_device": self.mode.device,
+            "official_torch_flags": torch_flags,
+            "tolerances": parity_tolerances(),
+            "cuda_libraries_preloaded": self.cuda_preloaded,
+            "provider_options": provider_options(ours.model),
+        }
         return result
 
     # -- step 2 --------------------------------------------------------------------------
@@ -630,8 +748,11 @@ class Run:
             ious = [mask_iou(a, b) for a, b in zip(m16, m32, strict=True)]
             score_diff = float(np.abs(s16 - s32).max())
             cases[name] = {
-                "mask_ious": ious, "min_mask_iou": min(ious), "score_max_abs_diff": score_diff,
-                "passed": m16.shape == m32.shape and min(ious) >= tolerances.FP16_MIN_MASK_IOU
+                "mask_ious": ious,
+                "min_mask_iou": min(ious),
+                "score_max_abs_diff": score_diff,
+                "passed": m16.shape == m32.shape
+                and min(ious) >= tolerances.FP16_MIN_MASK_IOU
                 and score_diff <= tolerances.FP16_SCORE_ATOL,
             }
         emb_ok = emb_rel <= tolerances.FP16_MAX_EMBEDDING_REL_DIFF
@@ -639,12 +760,15 @@ class Run:
         return {
             "status": "passed" if passed else "failed",
             "backend": fp16.backend_name,
-            "embedding_max_rel_diff": emb_rel, "embedding_passed": emb_ok,
+            "embedding_max_rel_diff": emb_rel,
+            "embedding_passed": emb_ok,
             "min_mask_iou": min(c["min_mask_iou"] for c in cases.values()),
             "cases": cases,
-            "tolerances": {"min_mask_iou": tolerances.FP16_MIN_MASK_IOU,
-                           "score_atol": tolerances.FP16_SCORE_ATOL,
-                           "embedding_max_rel_diff": tolerances.FP16_MAX_EMBEDDING_REL_DIFF},
+            "tolerances": {
+                "min_mask_iou": tolerances.FP16_MIN_MASK_IOU,
+                "score_atol": tolerances.FP16_SCORE_ATOL,
+                "embedding_max_rel_diff": tolerances.FP16_MAX_EMBEDDING_REL_DIFF,
+            },
         }
 
     # -- step 3 --------------------------------------------------------------------------
@@ -660,7 +784,12 @@ class Run:
         soft_end = time.time() + budget
         hard_end = self.deadline - reserve
         memory = GpuMemory()
-        implementations = [("samrt", "fp32"), ("samrt", "fp16"), ("official", "fp32"), ("official", "bf16")]
+        implementations = [
+            ("samrt", "fp32"),
+            ("samrt", "fp16"),
+            ("official", "fp32"),
+            ("official", "bf16"),
+        ]
         rows: list[dict[str, Any]] = []
         skipped: dict[str, str] = {}
         started = time.time()
@@ -669,7 +798,11 @@ class Run:
             speedups(rows)
             return {
                 "status": status,
-                "image": {"name": IMAGE.name, "height": self.image.shape[0], "width": self.image.shape[1]},
+                "image": {
+                    "name": IMAGE.name,
+                    "height": self.image.shape[0],
+                    "width": self.image.shape[1],
+                },
                 "points_per_side": self.mode.points_per_side,
                 "batch_prompts": self.mode.batch_prompts,
                 "warmup": self.mode.warmup,
@@ -677,9 +810,10 @@ class Run:
                 "results": rows,
                 "skipped": skipped,
                 "targets": evaluate_targets(rows, self.mode),
-                "timing": "wall clock per call, median (and p90) of the timed runs after the warm-up; "
-                          "every call returns its results on the host (the official's set_image is "
-                          "followed by torch.cuda.synchronize)",
+                "timing": "wall clock per call, median (and p90) of the timed runs after the "
+                "warm-up; "
+                "every call returns its results on the host (the official's set_image is "
+                "followed by torch.cuda.synchronize)",
                 "official_bf16": OFFICIAL_BF16,
             }
 
@@ -704,12 +838,18 @@ class Run:
             release(self.mode)
             if i + 1 < len(implementations):
                 partial = report("in progress: a time-out stopped the benchmark here")
-                partial |= {"step": "bench", "mode": self.mode.name,
-                            "seconds": time.time() - started, "finished_at": time.time()}
+                partial |= {
+                    "step": "bench",
+                    "mode": self.mode.name,
+                    "seconds": time.time() - started,
+                    "finished_at": time.time(),
+                }
                 write_json(self.out / STEP_FILES["bench"], partial)
         return report("done" if not skipped else "partial")
 
-    def _bench_one(self, kind: str, precision: str, seconds: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    def _bench_one(
+        self, kind: str, precision: str, seconds: float
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         image, mode = self.image, self.mode
         h, w = image.shape[:2]
         rng = np.random.default_rng(0)
@@ -723,7 +863,9 @@ class Run:
             predictor = samrt.Predictor(self.samrt_model(precision))
             # Random weights keep few masks through the official thresholds: the stats say
             # how many candidates each filter dropped.
-            generator = samrt.AutomaticMaskGenerator(predictor, points_per_side=mode.points_per_side)
+            generator = samrt.AutomaticMaskGenerator(
+                predictor, points_per_side=mode.points_per_side
+            )
             label = f"samrt {predictor.backend_name}"
             cases: dict[str, Callable[[], Any]] = {
                 "set_image": lambda: predictor.set_image(image),
@@ -741,10 +883,14 @@ class Run:
             if precision == "bf16":
                 sam = autocast_bf16(sam, mode.device)
             official = SamPredictor(sam)
-            official_generator = SamAutomaticMaskGenerator(sam, points_per_side=mode.points_per_side)
+            official_generator = SamAutomaticMaskGenerator(
+                sam, points_per_side=mode.points_per_side
+            )
             label = f"official ({mode.device})"
-            info["torch_flags"] = {"torch_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-                                   "torch_cudnn_allow_tf32": torch.backends.cudnn.allow_tf32}
+            info["torch_flags"] = {
+                "torch_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+                "torch_cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+            }
 
             def set_image() -> None:
                 with torch.inference_mode():
@@ -757,9 +903,13 @@ class Run:
 
             cases = {
                 "set_image": set_image,
-                "predict_1": lambda: official_predict(official, point_coords=one[0], point_labels=one[1]),
+                "predict_1": lambda: official_predict(
+                    official, point_coords=one[0], point_labels=one[1]
+                ),
                 "predict_low_res": lambda: official_low_res(official, one[0][None], one[1][None]),
-                "predict_batch": lambda: official_predict_batch(official, batch_coords, batch_labels),
+                "predict_batch": lambda: official_predict_batch(
+                    official, batch_coords, batch_labels
+                ),
                 "generate": generate,
             }
             set_image()
@@ -767,12 +917,20 @@ class Run:
         start = time.time()
         for case, fn in cases.items():
             # What this implementation's earlier cases did not use carries over to the later ones.
-            share_left = sum(CASE_SHARE[c] for c in CASES[CASES.index(case):])
+            share_left = sum(CASE_SHARE[c] for c in CASES[CASES.index(case) :])
             case_s = (seconds - (time.time() - start)) * CASE_SHARE[case] / share_left
             times, last = timed(fn, mode.warmup, mode.repeats[case], case_s)
-            row = {"implementation": label, "kind": kind, "precision": precision, "case": case,
-                   "runs": len(times), "median_s": statistics.median(times),
-                   "p90_s": float(np.percentile(times, 90)), "min_s": min(times), "times_s": times}
+            row = {
+                "implementation": label,
+                "kind": kind,
+                "precision": precision,
+                "case": case,
+                "runs": len(times),
+                "median_s": statistics.median(times),
+                "p90_s": float(np.percentile(times, 90)),
+                "min_s": min(times),
+                "times_s": times,
+            }
             if case == "generate":
                 row["masks"] = len(last)
                 if kind == "samrt" and generator.last_stats is not None:
@@ -788,16 +946,27 @@ class Run:
             return {"status": "skipped", "reason": f"tensorrt not importable: skipped ({reason})"}
         timeout = self.left() - SUMMARY_RESERVE_S
         if timeout < 30:
-            return {"status": "skipped", "reason": f"tensorrt importable, but only {self.left():.0f} s left"}
+            return {
+                "status": "skipped",
+                "reason": f"tensorrt importable, but only {self.left():.0f} s left",
+            }
         start = time.perf_counter()
         build = subprocess.run(
             [sys.executable, "-m", "samrt.trt_build", str(self.engine), "--precision", "fp32"],
-            capture_output=True, text=True, timeout=timeout)
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         build_s = time.perf_counter() - start
         if build.returncode != 0:
-            return {"status": "error", "tensorrt_version": reason, "build_s": build_s,
-                    "error": f"samrt build exited {build.returncode}",
-                    "output_tail": (build.stdout + build.stderr)[-4000:]}
+            return {
+                "status": "error",
+                "tensorrt_version": reason,
+                "build_s": build_s,
+                "error": f"samrt build exited {build.returncode}",
+                "output_tail": (build.stdout + build.stderr)[-4000:],
+            }
         import samrt
         import torch
         from segment_anything import SamPredictor
@@ -812,12 +981,20 @@ class Run:
         h, w = self.image.shape[:2]
         one = (np.array([[0.5 * w, 0.47 * h]]), np.array([1]))
         timings = {}
-        for case, fn in (("set_image", lambda: ours.set_image(self.image)),
-                         ("predict_1", lambda: ours.predict(*one))):
+        for case, fn in (
+            ("set_image", lambda: ours.set_image(self.image)),
+            ("predict_1", lambda: ours.predict(*one)),
+        ):
             times, _ = timed(fn, self.mode.warmup, self.mode.repeats[case], 20.0)
             timings[case] = {"runs": len(times), "median_s": statistics.median(times)}
-        return {**result, "backend": ours.backend_name, "tensorrt_version": reason,
-                "build_s": build_s, "timings": timings, "tolerances": parity_tolerances()}
+        return {
+            **result,
+            "backend": ours.backend_name,
+            "tensorrt_version": reason,
+            "build_s": build_s,
+            "timings": timings,
+            "tolerances": parity_tolerances(),
+        }
 
 
 def compare_with_official(ours: Any, official: Any, image: np.ndarray) -> dict[str, Any]:
@@ -826,32 +1003,46 @@ def compare_with_official(ours: Any, official: Any, image: np.ndarray) -> dict[s
     e_ours = ours.get_image_embedding()
     e_theirs = official.get_image_embedding().float().cpu().numpy()
     emb_shapes = e_ours.shape == e_theirs.shape
-    emb_diff = float(np.abs(e_ours - e_theirs).max() / np.abs(e_theirs).max()) if emb_shapes else None
+    emb_diff = (
+        float(np.abs(e_ours - e_theirs).max() / np.abs(e_theirs).max()) if emb_shapes else None
+    )
     emb_ok = emb_diff is not None and emb_diff <= tolerances.PARITY_EMBEDDING_ATOL_REL
-    sizes_ok = ours.input_size == tuple(official.input_size) and ours.original_size == tuple(official.original_size)
+    sizes_ok = ours.input_size == tuple(official.input_size) and ours.original_size == tuple(
+        official.original_size
+    )
     cases: dict[str, Any] = {}
     prompts = image_prompts(image)
     for name, prompt in prompts.items():
-        cases[name] = compare_prediction(ours.predict(**prompt), official_predict(official, **prompt),
-                                         logits=prompt.get("return_logits", False))
+        cases[name] = compare_prediction(
+            ours.predict(**prompt),
+            official_predict(official, **prompt),
+            logits=prompt.get("return_logits", False),
+        )
     first_ours = ours.predict(**prompts["single_point_multimask"])
     refine = refine_prompt(image, first_ours[2], first_ours[1])
     cases["mask_input_from_previous_call"] = compare_prediction(
         ours.predict(**refine, multimask_output=False),
-        official_predict(official, **refine, multimask_output=False), logits=False)
+        official_predict(official, **refine, multimask_output=False),
+        logits=False,
+    )
     alone = {"mask_input": refine["mask_input"]}
     cases["mask_input_alone"] = compare_prediction(
-        ours.predict(**alone), official_predict(official, **alone), logits=False)
+        ours.predict(**alone), official_predict(official, **alone), logits=False
+    )
     passed = emb_ok and sizes_ok and all(c["passed"] for c in cases.values())
     return {
         "status": "passed" if passed else "failed",
-        "embedding_max_abs_diff_rel": emb_diff, "embedding_passed": emb_ok, "sizes_equal": sizes_ok,
+        "embedding_max_abs_diff_rel": emb_diff,
+        "embedding_passed": emb_ok,
+        "sizes_equal": sizes_ok,
         "min_mask_iou": min(c.get("min_mask_iou", 0.0) for c in cases.values()),
         "cases": cases,
     }
 
 
-def timed(fn: Callable[[], Any], warmup: int, repeats: int, seconds: float) -> tuple[list[float], Any]:
+def timed(
+    fn: Callable[[], Any], warmup: int, repeats: int, seconds: float
+) -> tuple[list[float], Any]:
     """Wall-clock seconds of up to ``repeats`` calls after ``warmup`` untimed ones; stops
     repeating once ``seconds`` are spent (at least one timed call)."""
     end = time.time() + seconds
@@ -880,10 +1071,18 @@ def speedups(rows: list[dict[str, Any]]) -> None:
 def evaluate_targets(rows: list[dict[str, Any]], mode: Mode) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for case, target in TARGETS.items():
-        row = next((r for r in rows if r["kind"] == "samrt" and r["precision"] == "fp16" and r["case"] == case), None)
+        row = next(
+            (
+                r
+                for r in rows
+                if r["kind"] == "samrt" and r["precision"] == "fp16" and r["case"] == case
+            ),
+            None,
+        )
         ratio = None if row is None else row.get("speedup_vs_official_fp32")
         out[f"{case}_samrt_fp16_vs_official_fp32"] = {
-            "ratio": ratio, "target": target,
+            "ratio": ratio,
+            "target": target,
             "met": None if ratio is None else ratio >= target,
             "applies": mode.name == "gpu",
         }
@@ -913,8 +1112,17 @@ def nvidia_smi_text() -> str | None:
     if smi is None:
         return None
     try:
-        out = subprocess.run([smi, "--query-gpu=name,memory.total,memory.used,driver_version,clocks.sm",
-                              "--format=csv"], capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            [
+                smi,
+                "--query-gpu=name,memory.total,memory.used,driver_version,clocks.sm",
+                "--format=csv",
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"nvidia-smi failed: {e}"
     return out.stdout.strip() or out.stderr.strip()
@@ -929,8 +1137,14 @@ def read_stages(work: Path) -> list[dict[str, Any]]:
     for line in path.read_text().splitlines():
         fields = line.split("\t")
         if len(fields) >= 3:
-            stages.append({"stage": fields[0], "seconds": float(fields[1]), "status": fields[2],
-                           "detail": fields[3] if len(fields) > 3 else ""})
+            stages.append(
+                {
+                    "stage": fields[0],
+                    "seconds": float(fields[1]),
+                    "status": fields[2],
+                    "detail": fields[3] if len(fields) > 3 else "",
+                }
+            )
     return stages
 
 
@@ -943,8 +1157,11 @@ def summarize(mode: Mode, work: Path, out: Path) -> dict[str, Any]:
     for name, file in STEP_FILES.items():
         path = out / file
         if not path.is_file():
-            steps[name] = {"status": "missing", "file": file,
-                           "reason": "not finished (a failed setup stage or the time budget: see check.log)"}
+            steps[name] = {
+                "status": "missing",
+                "file": file,
+                "reason": "not finished (a failed setup stage or the time budget: see check.log)",
+            }
             continue
         try:
             data = json.loads(path.read_text())
@@ -952,28 +1169,50 @@ def summarize(mode: Mode, work: Path, out: Path) -> dict[str, Any]:
             steps[name] = {"status": "unreadable", "file": file, "reason": str(e)}
             continue
         brief = {"status": data.get("status"), "file": file, "seconds": data.get("seconds")}
-        for key in ("error", "reason", "backend", "min_mask_iou", "embedding_max_abs_diff_rel",
-                    "embedding_max_rel_diff", "targets", "skipped"):
+        for key in (
+            "error",
+            "reason",
+            "backend",
+            "min_mask_iou",
+            "embedding_max_abs_diff_rel",
+            "embedding_max_rel_diff",
+            "targets",
+            "skipped",
+        ):
             if key in data:
                 brief[key] = data[key]
         if name == "bench":
-            brief["medians_s"] = {f"{r['implementation']} {r['precision']} {r['case']}": r["median_s"]
-                                  for r in data.get("results", [])}
+            brief["medians_s"] = {
+                f"{r['implementation']} {r['precision']} {r['case']}": r["median_s"]
+                for r in data.get("results", [])
+            }
         steps[name] = brief
     stages = read_stages(work)
     failed_stage = next((s for s in stages if s["status"] != "ok"), None)
     targets = steps.get("bench", {}).get("targets", {})
     checks_passed = all(steps.get(s, {}).get("status") == "passed" for s in ("parity", "fp16"))
-    finished = all(s.get("status") not in ("missing", "unreadable", "error") for s in steps.values())
+    finished = all(
+        s.get("status") not in ("missing", "unreadable", "error") for s in steps.values()
+    )
     targets_met = all(t.get("met") is True for t in targets.values()) if targets else False
-    problems = [f"setup stage {failed_stage['stage']} {failed_stage['status']}"] if failed_stage else []
-    problems += [f"step {name} {s.get('status')}" for name, s in steps.items()
-                 if s.get("status") not in ("done", "passed", "skipped")]
-    problems += [f"bench: {label} not run ({why})"
-                 for label, why in steps.get("bench", {}).get("skipped", {}).items()]
+    problems = (
+        [f"setup stage {failed_stage['stage']} {failed_stage['status']}"] if failed_stage else []
+    )
+    problems += [
+        f"step {name} {s.get('status')}"
+        for name, s in steps.items()
+        if s.get("status") not in ("done", "passed", "skipped")
+    ]
+    problems += [
+        f"bench: {label} not run ({why})"
+        for label, why in steps.get("bench", {}).get("skipped", {}).items()
+    ]
     if mode.name == "gpu":
-        problems += [f"target {name}: {t.get('ratio')} < {t.get('target')}"
-                     for name, t in targets.items() if t.get("met") is not True]
+        problems += [
+            f"target {name}: {t.get('ratio')} < {t.get('target')}"
+            for name, t in targets.items()
+            if t.get("met") is not True
+        ]
     summary = {
         "schema_version": SCHEMA_VERSION,
         "mode": mode.name,
@@ -1007,14 +1246,19 @@ def main(argv: list[str] | None = None) -> int:
     mode = MODES[args.mode]
     if args.command == "engine":
         made = make_engine(mode, args.work)
-        log(f"engine {'up to date' if made['reused'] else 'exported'} in {made['seconds']:.1f} s: {made['engine']}")
+        log(
+            f"engine {'up to date' if made['reused'] else 'exported'} in "
+            f"{made['seconds']:.1f} s: {made['engine']}"
+        )
         return 0
     if args.out is None:
         parser.error(f"{args.command} needs --out")
     if args.command == "summarize":
         summary = summarize(mode, args.work, args.out)
-        log(f"summary: ok={summary['ok']} " + ", ".join(
-            f"{name} {s['status']}" for name, s in summary["steps"].items()))
+        log(
+            f"summary: ok={summary['ok']} "
+            + ", ".join(f"{name} {s['status']}" for name, s in summary["steps"].items())
+        )
         return 0 if summary["ok"] else 1
     deadline = args.deadline if args.deadline is not None else time.time() + 600
     run = Run(mode, args.work, args.out, deadline)

@@ -68,6 +68,7 @@ OUT_DIR=${OUT_DIR:-$WORK/out}
 mkdir -p "$OUT_DIR"
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
 exec > >(tee -a "$OUT_DIR/check.log") 2>&1
+TEE_PID=$!
 echo "check.sh: mode $MODE, budget ${BUDGET} s, out $OUT_DIR, work $WORK, python $PYTHON"
 rm -f "$OUT_DIR"/step*_*.json "$OUT_DIR/summary.json"
 : >"$WORK/stages.tsv"
@@ -105,6 +106,9 @@ summarize() {
     "$PYTHON" "$HERE/check.py" summarize --mode "$MODE" --work "$WORK" --out "$OUT_DIR"
     local rc=$?
     echo "check.sh: done in $(($(date +%s) - START)) s; the files are in $OUT_DIR"
+    # The log is whole before the command returns (and $OUT is collected).
+    exec >&- 2>&-
+    wait "$TEE_PID" 2>/dev/null
     exit "$rc"
 }
 
