@@ -279,12 +279,17 @@ export class Annotator {
         source: "manual",
       };
       const row = await this.api.addAnnotation(image.image_id, body);
-      if (!this.accepted.has(image.image_id)) this.accepted.set(image.image_id, []);
-      this.accepted.get(image.image_id).push(row.id);
+      this.rememberAccepted(image.image_id, [row.id]);
       if (this.current === current) this.current = null;
       this.setStatus(`accepted #${row.id} (${row.category}, ${row.area} px)`);
       await this.afterAnnotationsChanged();
     });
+  }
+
+  // What Ctrl+Z takes back, newest last, per image.
+  rememberAccepted(imageId, ids) {
+    if (!this.accepted.has(imageId)) this.accepted.set(imageId, []);
+    this.accepted.get(imageId).push(...ids);
   }
 
   drop() {
@@ -418,10 +423,7 @@ export class Annotator {
       const out = await this.api.acceptProposals(p.jobId, chosen.map((i) => i.proposal.index), this.category());
       p.items = p.items.filter((i) => !chosen.includes(i));
       p.selected = p.items.length ? Math.min(p.selected ?? 0, p.items.length - 1) : null;
-      if (this.image) {
-        if (!this.accepted.has(this.image.image_id)) this.accepted.set(this.image.image_id, []);
-        this.accepted.get(this.image.image_id).push(...out.ids);
-      }
+      if (this.image) this.rememberAccepted(this.image.image_id, out.ids);
       this.setStatus(`accepted ${out.ids.length} proposal${out.ids.length === 1 ? "" : "s"}`);
       await this.afterAnnotationsChanged();
     });

@@ -114,31 +114,28 @@ export class View {
     this.render();
   }
 
-  // Draws `source` (a canvas or bitmap) over the whole photo.
-  drawOverImage(source, alpha = 1, smooth = false) {
+  // Draws `source` (a canvas or bitmap) over the whole photo; a `transposed` one (a mask
+  // overlay from masks.overlayCanvas: one row per image column) has its axes swapped back.
+  drawOverImage(source, alpha = 1, smooth = false, transposed = false) {
     const ctx = this.ctx;
     const [x0, y0] = this.imageToCanvas(0, 0);
-    const s = this.scale;
+    const w = this.imageWidth * this.scale;
+    const h = this.imageHeight * this.scale;
     ctx.save();
     ctx.globalAlpha = alpha;
     ctx.imageSmoothingEnabled = smooth;
-    ctx.drawImage(source, x0, y0, this.imageWidth * s, this.imageHeight * s);
+    if (transposed) {
+      // source (u, v) is image (x = v, y = u), scaled to the photo's extent
+      ctx.setTransform(0, h / source.width, w / source.height, 0, x0, y0);
+      ctx.drawImage(source, 0, 0);
+    } else {
+      ctx.drawImage(source, x0, y0, w, h);
+    }
     ctx.restore();
   }
 
-  // Draws a transposed mask overlay (masks.overlayCanvas: one row per image column) over
-  // the whole photo.
   drawMask(overlay, alpha = 1, smooth = false) {
-    const ctx = this.ctx;
-    const [x0, y0] = this.imageToCanvas(0, 0);
-    const s = this.scale;
-    ctx.save();
-    ctx.globalAlpha = alpha;
-    ctx.imageSmoothingEnabled = smooth;
-    // overlay (u, v) is image (x = v, y = u), scaled to the photo's extent
-    ctx.setTransform(0, (this.imageHeight * s) / overlay.width, (this.imageWidth * s) / overlay.height, 0, x0, y0);
-    ctx.drawImage(overlay, 0, 0);
-    ctx.restore();
+    this.drawOverImage(overlay, alpha, smooth, true);
   }
 
   // Schedules one draw at the next frame; `then` runs right after it.
