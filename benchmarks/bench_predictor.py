@@ -12,8 +12,9 @@ Three contestants, one process, the same seeded random vit_b weights, on this ma
 * samrt: samrt.Predictor on its own export.
 
 They run alternately, one call each in turn, after a warm-up call, so that a change of the
-machine's load hits all three alike; medians are reported, with the load average before
-and after. Every pair's masks are checked to agree before any time is printed.
+machine's load hits all three alike, each call after a short rest (SETTLE_SECONDS); medians
+are reported, with the load average before and after. Every pair's masks are checked to
+agree before any time is printed.
 
 Targets (issue 11): one-point multimask predict with full-resolution masks >= 4x the
 official and >= 2.5x the plain export; predict_low_res >= 6x the official predict;
@@ -132,14 +133,24 @@ class PlainExport:
         return masks[0, 1:] > 0.0, scores[0, 1:]
 
 
+# Idle time before each timed call. Thread pools keep spinning for a while after a call
+# returns (torch's OpenMP workers, ONNX Runtime's with its default options, as the plain
+# export runs): without a pause, the next contestant shares the two cores with the
+# previous one's spinning threads (samrt's predict: 40 ms back to back, 32 ms with this
+# rest, on a quiet machine). Clicks come hundreds of milliseconds apart, so each call starts
+# on a machine at rest, as a click does.
+SETTLE_SECONDS = 0.1
+
+
 def alternated(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, tuple[float, float, Any]]:
     """Median wall and process-CPU seconds of each function, and its last result; one call
-    of each in turn, after one warm-up call of each."""
+    of each in turn, after one warm-up call of each, each after SETTLE_SECONDS at rest."""
     results = {name: fn() for name, fn in fns.items()}
     walls: dict[str, list[float]] = {name: [] for name in fns}
     cpus: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
+            time.sleep(SETTLE_SECONDS)
             start, start_cpu = time.perf_counter(), time.process_time()
             results[name] = fn()
             walls[name].append(time.perf_counter() - start)
