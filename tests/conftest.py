@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 from models import (
+    mobile_sam_model,
     sample_image,
     tiny_fp16_model,
+    tiny_mobile_sam_model,
     tiny_model,
     tiny_sam2_model,
     vit_b_fp16_model,
@@ -14,8 +16,10 @@ from models import (
 )
 
 __all__ = [
+    "mobile_sam_model",
     "sample_image",
     "tiny_fp16_model",
+    "tiny_mobile_sam_model",
     "tiny_model",
     "tiny_sam2_model",
     "vit_b_fp16_model",

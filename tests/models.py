@@ -10,6 +10,9 @@ Fixtures:
   tiny_fp16_model, vit_b_fp16_model
                 the same engine directories with the fp16 variant added next to fp32.
   sample_image  a loader: sample_image("truck.jpg") -> HxWx3 uint8 RGB from ../shared/images.
+  tiny_mobile_sam_model, mobile_sam_model
+                MobileSAM: the TinyViT encoder (a 4-block test configuration, and the
+                official one for @pytest.mark.slow) with SAM's decoder (seed 0), exported.
   tiny_sam2_model
                 a real-architecture SAM 2.1 (sam2.1_hiera_tiny's configuration with an
                 8-channel, 5-block Hiera; seed 0), exported; skipped when Meta's sam2
@@ -21,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -64,6 +68,62 @@ class ExportedModel:
         return sam.eval()
 
 
+@dataclass(frozen=True)
+class ExportedMobileSamModel(ExportedModel):
+    """A MobileSAM engine directory; its official model is MobileSAM's TinyViT (the copy
+    of the official mobile_sam module that samexporter packages) with segment_anything's
+    prompt encoder and mask decoder, wired as MobileSAM's build_sam_vit_t wires them."""
+
+    def official_sam(self) -> Any:
+        import torch
+        from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+        tiny_vit = official_tiny_vit_class()
+        c = self.config
+        encoder = tiny_vit(
+            img_size=1024, in_chans=3, num_classes=1000, embed_dims=list(c.embed_dims),
+            depths=list(c.depths), num_heads=list(c.num_heads), window_sizes=list(c.window_sizes),
+            mlp_ratio=c.mlp_ratio, drop_rate=0.0, drop_path_rate=0.0, use_checkpoint=False,
+            mbconv_expand_ratio=c.mbconv_expand_ratio, local_conv_size=c.local_conv_size,
+            layer_lr_decay=0.8,
+        )
+        sam = Sam(
+            image_encoder=encoder,
+            prompt_encoder=PromptEncoder(
+                embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024),
+                mask_in_chans=16,
+            ),
+            mask_decoder=MaskDecoder(
+                num_multimask_outputs=3,
+                transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+                transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256,
+            ),
+            pixel_mean=[123.675, 116.28, 103.53],
+            pixel_std=[58.395, 57.12, 57.375],
+        )
+        sam.load_state_dict(torch.load(self.checkpoint, map_location="cpu", weights_only=True))
+        # eval() after loading, as MobileSAM's README does: the official attention caches
+        # its window biases (Attention.ab) when switched to eval mode.
+        return sam.eval()
+
+
+def official_tiny_vit_class() -> Any:
+    """MobileSAM's official TinyViT class; skips the test, saying why, when it is missing."""
+    try:
+        with warnings.catch_warnings():
+            # timm's deprecated import path and the registry names it re-registers; the
+            # oracle's constructor also prints its learning-rate scales (harmless).
+            warnings.simplefilter("ignore")
+            from samexporter.mobile_encoder.tiny_vit_sam import TinyViT
+    except ImportError as e:
+        pytest.skip(
+            f"MobileSAM's official TinyViT is not installed ({e}); the oracle is the copy "
+            "samexporter packages: `.venv/bin/pip install --no-deps samexporter==0.5.0 "
+            "timm==1.0.31` (samexporter's own pins would replace torch)"
+        )
+    return TinyViT
+
+
 def _cache_key(name: str, config: Any, seed: int) -> str:
     import samrt_export
     from samrt import contract, manifest
@@ -97,10 +157,13 @@ def _cached_entry_is_valid(
     return manifest.source.get("sha256") == sha256_file(checkpoint)
 
 
-def _exported_model(request: pytest.FixtureRequest, name: str, seed: int) -> ExportedModel:
-    from samrt_export import OFFICIAL_CONFIGS, TINY_CONFIG, export_engine, save_random_checkpoint
+def _exported_model(
+    request: pytest.FixtureRequest, name: str, seed: int, kind: type[ExportedModel] = ExportedModel
+) -> ExportedModel:
+    from samrt_export import export_engine, save_random_checkpoint
+    from samrt_export.config import resolve_config
 
-    config = TINY_CONFIG if name == "tiny" else OFFICIAL_CONFIGS[name]
+    _, config = resolve_config(name, None)
     cache = getattr(request.config, "cache", None)
     if cache is None:  # -p no:cacheprovider
         root = request.getfixturevalue("tmp_path_factory").mktemp("samrt-models")
@@ -109,7 +172,7 @@ def _exported_model(request: pytest.FixtureRequest, name: str, seed: int) -> Exp
     prefix = f"{name}-seed{seed}-"
     entry = root / (prefix + _cache_key(name, config, seed)[:20])
     checkpoint = entry / f"{name}-seed{seed}.pth"
-    model = ExportedModel(name, seed, entry / "engine", checkpoint, config)
+    model = kind(name, seed, entry / "engine", checkpoint, config)
     if _cached_entry_is_valid(entry, checkpoint):
         return model
 
@@ -154,6 +217,16 @@ def tiny_model(request: pytest.FixtureRequest) -> ExportedModel:
 @pytest.fixture(scope="session")
 def vit_b_model(request: pytest.FixtureRequest) -> ExportedModel:
     return _exported_model(request, "vit_b", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_mobile_sam_model(request: pytest.FixtureRequest) -> ExportedModel:
+    return _exported_model(request, "mobile_sam_tiny_test", seed=0, kind=ExportedMobileSamModel)
+
+
+@pytest.fixture(scope="session")
+def mobile_sam_model(request: pytest.FixtureRequest) -> ExportedModel:
+    return _exported_model(request, "mobile_sam", seed=0, kind=ExportedMobileSamModel)
 
 
 @pytest.fixture(scope="session")

@@ -30,16 +30,16 @@ def _parser() -> argparse.ArgumentParser:
         "--model-type",
         required=True,
         choices=ALL_CLI_MODEL_TYPES,
-        help="SAM's vit_b, vit_l or vit_h, or SAM 2.1's sam2.1_hiera_*; tiny and "
-        "sam2.1_tiny_test are small models for tests (with --random-weights: they have no "
-        "official checkpoint)",
+        help="SAM's vit_b, vit_l or vit_h, MobileSAM's mobile_sam, or SAM 2.1's "
+        "sam2.1_hiera_*; tiny, mobile_sam_tiny_test and sam2.1_tiny_test are small models for "
+        "tests (with --random-weights: they have no official checkpoint)",
     )
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument(
         "--checkpoint",
         type=Path,
         metavar="FILE",
-        help="official SAM .pth or SAM 2.1 .pt file (default: download Meta's checkpoint, once, into "
+        help="official SAM .pth, MobileSAM or SAM 2.1 .pt file (default: download Meta's checkpoint, once, into "
         "$SAMRT_CACHE_DIR/checkpoints, else $XDG_CACHE_HOME/samrt/checkpoints, else "
         "~/.cache/samrt/checkpoints)",
     )

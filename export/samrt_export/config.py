@@ -69,18 +69,114 @@ TINY_CONFIG = SamConfig(
     encoder_global_attn_indexes=(1,),
 )
 
-# What the manifest calls an architecture that is not one of the official three.
+# What the manifest calls an architecture that is not one of the official ones.
 CUSTOM_MODEL_TYPE = "custom"
 
-CLI_MODEL_TYPES: tuple[str, ...] = (*OFFICIAL_CONFIGS, "tiny")
+
+# -- MobileSAM -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TinyViTConfig:
+    """The hyper-parameters of MobileSAM's TinyViT image encoder (as the official TinyViT
+    class takes them); SAM's prompt encoder and mask decoder, unchanged, go with it."""
+
+    embed_dims: tuple[int, ...]
+    depths: tuple[int, ...]
+    num_heads: tuple[int, ...]
+    window_sizes: tuple[int, ...]
+    mlp_ratio: float = 4.0
+    mbconv_expand_ratio: float = 4.0
+    local_conv_size: int = 3
+
+    # Recorded in the manifest's model_config, so that a config reads back as the right class.
+    ENCODER = "tiny_vit"
+
+    def __post_init__(self) -> None:
+        lengths = {len(self.embed_dims), len(self.depths), len(self.num_heads), len(self.window_sizes)}
+        if len(lengths) != 1 or len(self.embed_dims) < 2:
+            raise ValueError(f"a TinyViT config needs one entry per stage (two or more), got {self}")
+        if min(*self.embed_dims, *self.depths, *self.num_heads, *self.window_sizes) <= 0:
+            raise ValueError(f"TinyViT sizes must be positive, got {self}")
+        odd = [(d, h) for d, h in zip(self.embed_dims[1:], self.num_heads[1:]) if d % h]
+        if odd:
+            raise ValueError(f"TinyViT stage widths must be divisible by their heads, got {odd}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "encoder": self.ENCODER,
+            "embed_dims": list(self.embed_dims),
+            "depths": list(self.depths),
+            "num_heads": list(self.num_heads),
+            "window_sizes": list(self.window_sizes),
+            "mlp_ratio": self.mlp_ratio,
+            "mbconv_expand_ratio": self.mbconv_expand_ratio,
+            "local_conv_size": self.local_conv_size,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TinyViTConfig:
+        return cls(
+            embed_dims=tuple(int(v) for v in data["embed_dims"]),
+            depths=tuple(int(v) for v in data["depths"]),
+            num_heads=tuple(int(v) for v in data["num_heads"]),
+            window_sizes=tuple(int(v) for v in data["window_sizes"]),
+            mlp_ratio=float(data.get("mlp_ratio", 4.0)),
+            mbconv_expand_ratio=float(data.get("mbconv_expand_ratio", 4.0)),
+            local_conv_size=int(data.get("local_conv_size", 3)),
+        )
+
+
+# The values of MobileSAM's build_sam_vit_t (the name of its checkpoint file: mobile_sam.pt).
+MOBILE_SAM_MODEL_TYPE = "mobile_sam"
+MOBILE_SAM_CONFIG = TinyViTConfig(
+    embed_dims=(64, 128, 160, 320),
+    depths=(2, 2, 6, 2),
+    num_heads=(2, 4, 5, 10),
+    window_sizes=(7, 7, 14, 7),
+)
+# A real-architecture MobileSAM small enough for tests: one block per stage, narrow early
+# stages, windows that pad the 128x128 and 64x64 grids. The last stage keeps the official
+# width 320: the official patch merging keeps the resolution only into stages of width 320,
+# 448 or 576, and the decoder needs 64x64 tokens.
+MOBILE_SAM_TINY_MODEL_TYPE = "mobile_sam_tiny_test"
+MOBILE_SAM_TINY_CONFIG = TinyViTConfig(
+    embed_dims=(16, 24, 32, 320),
+    depths=(1, 1, 1, 1),
+    num_heads=(1, 2, 2, 10),
+    window_sizes=(7, 7, 14, 7),
+)
+MOBILE_SAM_CONFIGS: dict[str, TinyViTConfig] = {
+    MOBILE_SAM_MODEL_TYPE: MOBILE_SAM_CONFIG,
+    MOBILE_SAM_TINY_MODEL_TYPE: MOBILE_SAM_TINY_CONFIG,
+}
+
+# The image encoder's configuration: SAM's ViT or MobileSAM's TinyViT.
+EncoderConfig = SamConfig | TinyViTConfig
+
+
+def config_from_json(data: Mapping[str, Any]) -> EncoderConfig:
+    """A manifest's model_config (or a caller's mapping) as the config class it describes."""
+    if data.get("encoder") == TinyViTConfig.ENCODER:
+        return TinyViTConfig.from_json(data)
+    return SamConfig.from_json(data)
+
+
+CLI_MODEL_TYPES: tuple[str, ...] = (*OFFICIAL_CONFIGS, "tiny", *MOBILE_SAM_CONFIGS)
 
 
 def resolve_config(
-    model_type: str | None, config: SamConfig | Mapping[str, Any] | None
-) -> tuple[str, SamConfig]:
+    model_type: str | None, config: EncoderConfig | Mapping[str, Any] | None
+) -> tuple[str, EncoderConfig]:
     """(manifest model type, config) for an export request; raises ValueError if inconsistent."""
-    if config is not None and not isinstance(config, SamConfig):
-        config = SamConfig.from_json(config)
+    if config is not None and not isinstance(config, (SamConfig, TinyViTConfig)):
+        config = config_from_json(config)
+    if model_type in MOBILE_SAM_CONFIGS:
+        fixed = MOBILE_SAM_CONFIGS[model_type]
+        if config is not None and config != fixed:
+            raise ValueError(
+                f"config {config.to_json()} is not the {model_type} architecture; pass "
+                f"model_type={CUSTOM_MODEL_TYPE!r} for a custom one"
+            )
+        return model_type, fixed
     if model_type in OFFICIAL_CONFIGS:
         official = OFFICIAL_CONFIGS[model_type]
         if config is not None and config != official:

@@ -166,3 +166,13 @@ def _relative_table(rel_pos: torch.Tensor, size: int) -> torch.Tensor:
     positions = torch.arange(size)
     offsets = positions.unsqueeze(1) - positions.unsqueeze(0) + (size - 1)
     return rel_pos[offsets]
+
+
+def encoder_graph(encoder: Any) -> torch.nn.Module:
+    """The module to export for a Sam's image encoder: SAM's ViT rewritten as EncoderGraph;
+    MobileSAM's TinyViT as it is (samrt_export.tinyvit is written for export already)."""
+    from .tinyvit import TinyViT
+
+    if isinstance(encoder, TinyViT):
+        return encoder
+    return EncoderGraph(encoder)

@@ -21,8 +21,8 @@ from samrt.manifest import Manifest, ModelFile, load_manifest, sha256_file, writ
 from . import check as _check
 from . import fp16, graphs
 from ._deps import onnx, torch
-from .config import CUSTOM_MODEL_TYPE, SAM2_MODEL_TYPES, SamConfig, resolve_config
-from .encoder import EncoderGraph
+from .config import CUSTOM_MODEL_TYPE, SAM2_MODEL_TYPES, EncoderConfig, resolve_config
+from .encoder import encoder_graph
 from .errors import ExportError
 from .models import build_sam
 
@@ -40,7 +40,7 @@ def export_engine(
     *,
     out_dir: str | os.PathLike[str],
     checkpoint: str | os.PathLike[str] | None = None,
-    config: SamConfig | Mapping[str, Any] | None = None,
+    config: EncoderConfig | Mapping[str, Any] | None = None,
     random_seed: int | None = None,
     opset: int | None = None,
     precision: str = "fp32",
@@ -52,11 +52,13 @@ def export_engine(
 ) -> Path:
     """Exports a SAM model to an engine directory and returns its path.
 
-    ``model_type`` is "vit_b", "vit_l", "vit_h", "tiny" (a small test architecture) or
-    "custom"/None with ``config``. The weights come from ``checkpoint`` (an official or
-    compatible .pth) or from ``random_seed``. With ``check``, ONNX Runtime must reproduce
-    the official PyTorch model within :data:`samrt_export.check.ENCODER_TOLERANCE` and
-    ``DECODER_TOLERANCE`` or ExportCheckError is raised.
+    ``model_type`` is "vit_b", "vit_l", "vit_h", "mobile_sam" (MobileSAM: SAM's decoder
+    with a TinyViT encoder), "tiny" or "mobile_sam_tiny_test" (small test architectures),
+    or "custom"/None with ``config`` (a SamConfig or TinyViTConfig). The weights come from
+    ``checkpoint`` (an official or compatible .pth) or from ``random_seed``. With ``check``,
+    ONNX Runtime must reproduce the official PyTorch model within
+    :data:`samrt_export.check.ENCODER_TOLERANCE` and ``DECODER_TOLERANCE`` or
+    ExportCheckError is raised.
 
     ``precision`` is "fp32" (default), "fp16" or "both": the manifest variants to write.
     The graphs are those of :data:`samrt.contract.ROLES`: the encoder and the decoder's
@@ -231,7 +233,7 @@ def _export_fp32(
     variant: dict[str, ModelFile] = {}
     for role, spec in graphs.SPECS.items():
         if role == contract.ENCODER:
-            module: torch.nn.Module = EncoderGraph(sam.image_encoder)
+            module: torch.nn.Module = encoder_graph(sam.image_encoder)
             example = graphs.encoder_example_inputs(options["exporter"])
         else:
             module = graphs.MODULES[role](sam)
@@ -265,7 +267,7 @@ def _convert_and_verify(
 def _new_manifest(
     sam: Any,
     manifest_type: str,
-    sam_config: SamConfig,
+    sam_config: EncoderConfig,
     source: dict[str, Any],
     variants: dict[str, dict[str, ModelFile]],
     export_check: dict[str, float],
@@ -302,7 +304,7 @@ def engine_is_current(
     *,
     out_dir: str | os.PathLike[str],
     checkpoint: str | os.PathLike[str] | None = None,
-    config: SamConfig | Mapping[str, Any] | None = None,
+    config: EncoderConfig | Mapping[str, Any] | None = None,
     random_seed: int | None = None,
     opset: int | None = None,
     precision: str = "fp32",
@@ -351,7 +353,7 @@ def _weights_source(
 
 
 def _same_export(
-    manifest: Manifest, manifest_type: str, sam_config: SamConfig, source: dict[str, Any]
+    manifest: Manifest, manifest_type: str, sam_config: EncoderConfig, source: dict[str, Any]
 ) -> bool:
     same_weights = (
         manifest.source.get("sha256") == source["sha256"]
@@ -367,7 +369,7 @@ def _same_export(
 def _current_manifest(
     target: Path,
     manifest_type: str,
-    sam_config: SamConfig,
+    sam_config: EncoderConfig,
     source: dict[str, Any],
     wanted: tuple[str, ...],
     opset: int | None,
@@ -389,7 +391,7 @@ def _current_manifest(
 def _extendable_manifest(
     target: Path,
     manifest_type: str,
-    sam_config: SamConfig,
+    sam_config: EncoderConfig,
     source: dict[str, Any],
     wanted: tuple[str, ...],
     opset: int | None,

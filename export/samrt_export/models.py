@@ -1,4 +1,7 @@
-"""Building SAM through the official segment_anything classes, from a checkpoint or a seed."""
+"""Building SAM through the official segment_anything classes, from a checkpoint or a seed.
+
+MobileSAM is the official Sam with samrt_export.tinyvit's TinyViT as its image encoder.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +11,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from samrt import contract
 from samrt._atomic import atomic_writer
 
 from ._deps import segment_anything, torch
-from .config import OFFICIAL_CONFIGS, SamConfig, resolve_config
+from . import tinyvit
+from .config import OFFICIAL_CONFIGS, EncoderConfig, SamConfig, TinyViTConfig, resolve_config
 from .errors import ExportError
 
 # The official init leaves the encoder's absolute and relative position tables at zero,
@@ -22,14 +27,15 @@ _ZERO_INIT_SUFFIXES = ("pos_embed", "rel_pos_h", "rel_pos_w")
 
 
 def build_sam(
-    model: str | SamConfig | Mapping[str, Any],
+    model: str | EncoderConfig | Mapping[str, Any],
     *,
     checkpoint: str | os.PathLike[str] | None = None,
     seed: int | None = None,
 ) -> Any:
     """The official ``segment_anything.modeling.Sam`` (eval mode, CPU) for an architecture.
 
-    ``model`` is "vit_b", "vit_l", "vit_h", "tiny" or a :class:`SamConfig`. Exactly one of
+    ``model`` is "vit_b", "vit_l", "vit_h", "tiny", "mobile_sam", "mobile_sam_tiny_test", a
+    :class:`SamConfig` or a :class:`TinyViTConfig` (MobileSAM). Exactly one of
     ``checkpoint`` (a state dict saved with torch.save, as the official .pth files are) or
     ``seed`` (a deterministic random init) gives the weights.
     """
@@ -45,6 +51,9 @@ def build_sam(
     if checkpoint is not None:
         sam = _build_official(config)
         state = _load_state_dict(Path(checkpoint))
+        if isinstance(sam.image_encoder, tinyvit.TinyViT):
+            # The unused classifier head may have been stripped from a MobileSAM checkpoint.
+            state = {**tinyvit.head_state_defaults(sam.image_encoder, "image_encoder."), **state}
         try:
             sam.load_state_dict(state, strict=True)
         except RuntimeError as e:
@@ -59,7 +68,7 @@ def build_sam(
 
 
 def save_random_checkpoint(
-    config: str | SamConfig | Mapping[str, Any], seed: int, path: str | os.PathLike[str]
+    config: str | EncoderConfig | Mapping[str, Any], seed: int, path: str | os.PathLike[str]
 ) -> Path:
     """Saves the seeded random SAM's state dict where the official build path can load it."""
     sam = build_sam(config, seed=seed)
@@ -70,7 +79,9 @@ def save_random_checkpoint(
     return target
 
 
-def _build_official(config: SamConfig) -> Any:
+def _build_official(config: EncoderConfig) -> Any:
+    if isinstance(config, TinyViTConfig):
+        return _build_mobile_sam(config)
     # _build_sam is where segment_anything wires encoder, prompt encoder, decoder and
     # transformer; going through it keeps our models the official architecture exactly.
     for name, official in OFFICIAL_CONFIGS.items():
@@ -89,7 +100,35 @@ def _build_official(config: SamConfig) -> Any:
     return sam.eval()
 
 
-def _random_sam(config: SamConfig, seed: int) -> Any:
+def _build_mobile_sam(config: TinyViTConfig) -> Any:
+    """MobileSAM as its build_sam_vit_t wires it: the official Sam, prompt encoder and mask
+    decoder of segment_anything (vit_b's sizes) around the TinyViT encoder."""
+    modeling = segment_anything.modeling
+    image_size, embedding = contract.IMAGE_SIZE, contract.EMBEDDING_SIZE
+    dim = contract.EMBEDDING_DIM
+    sam = modeling.Sam(
+        image_encoder=tinyvit.TinyViT(config, image_size, dim, embedding),
+        prompt_encoder=modeling.PromptEncoder(
+            embed_dim=dim,
+            image_embedding_size=(embedding, embedding),
+            input_image_size=(image_size, image_size),
+            mask_in_chans=16,
+        ),
+        mask_decoder=modeling.MaskDecoder(
+            num_multimask_outputs=contract.NUM_MASK_OUTPUTS - 1,
+            transformer=modeling.TwoWayTransformer(
+                depth=2, embedding_dim=dim, mlp_dim=2048, num_heads=contract.DECODER_HEADS
+            ),
+            transformer_dim=dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+        ),
+        # pixel_mean and pixel_std: Sam's defaults, the values MobileSAM passes.
+    )
+    return sam.eval()
+
+
+def _random_sam(config: EncoderConfig, seed: int) -> Any:
     # fork_rng: a seeded build must not disturb the caller's global random state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -98,6 +137,9 @@ def _random_sam(config: SamConfig, seed: int) -> Any:
             for name, param in sam.named_parameters():
                 if name.endswith(_ZERO_INIT_SUFFIXES) and not param.any():
                     param.normal_(0.0, _ZERO_INIT_NOISE_STD)
+        if isinstance(sam.image_encoder, tinyvit.TinyViT):
+            generator = torch.Generator().manual_seed(seed)
+            tinyvit.randomize_for_tests(sam.image_encoder, generator)
     return sam
 
 

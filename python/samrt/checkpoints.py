@@ -49,6 +49,11 @@ OFFICIAL_CHECKPOINTS: dict[str, OfficialCheckpoint] = {
         "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
         "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
     ),
+    # MobileSAM, the weights file of its official repository (ChaoningZhang/MobileSAM);
+    # no sha256 is published for it.
+    "mobile_sam": OfficialCheckpoint(
+        "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt", None
+    ),
     # SAM 2.1, the URLs of the sam2 repository's checkpoints/download_ckpts.sh. Meta
     # publishes no sha256 for them and samrt has not recorded one from an authoritative
     # source yet: not yet known.
