@@ -251,9 +251,8 @@ class ExportedSam2Model:
     def official_model(self) -> Any:
         """A fresh official SAM2Base (eval, CPU), built by sam2.build_sam.build_sam2 as the
         image predictor's users build it."""
-        from samrt_export.config import sam2_config
-
         from sam2.build_sam import build_sam2
+        from samrt_export.config import sam2_config
 
         config = sam2_config(self.model_type)
         return build_sam2(

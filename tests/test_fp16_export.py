@@ -537,3 +537,20 @@ def test_onnxruntime_warnings_do_not_reach_the_terminal(tiny_fp16_model: Any) ->
     assert "constant fold" in control.stderr  # the warnings this test is about exist
     quiet = subprocess.run([sys.executable, "-c", ours, str(engine)], capture_output=True, text=True, check=True)
     assert quiet.stdout == "" and quiet.stderr == ""
+
+
+def test_onnxruntime_warnings_of_the_exporters_checks_do_not_reach_the_terminal(
+    tmp_path: Path, tiny_model: Any
+) -> None:
+    # Bug: `samrt export --precision fp16` printed the same ONNX Runtime warnings from the
+    # sessions of its own self-check (samrt_export.check made plain SessionOptions).
+    script = (
+        "import sys\n"
+        "from samrt_export import export_engine\n"
+        "export_engine('tiny', checkpoint=sys.argv[1], out_dir=sys.argv[2], precision='both')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tiny_model.checkpoint), str(tmp_path / "engine")],
+        capture_output=True, text=True, check=True,
+    )
+    assert "onnxruntime" not in done.stderr and "constant fold" not in done.stderr, done.stderr

@@ -20,19 +20,24 @@ from models import ExportedMobileSamModel, official_tiny_vit_class
 
 torch = pytest.importorskip("torch")
 samrt_export = pytest.importorskip("samrt_export")
-from samrt_export.config import MOBILE_SAM_CONFIG, MOBILE_SAM_TINY_CONFIG  # noqa: E402
-from samrt_export.models import build_sam  # noqa: E402
-from test_amg_vs_official import REAL_MODEL_PARAMS, _downscaled, assert_records_match  # noqa: E402
-from test_predictor_vs_official import Pair  # noqa: E402
+from samrt_export.config import MOBILE_SAM_CONFIG, MOBILE_SAM_TINY_CONFIG
+from samrt_export.models import build_sam
+from test_amg_vs_official import REAL_MODEL_PARAMS, _downscaled, assert_records_match
+from test_predictor_vs_official import Pair
 
 
 def official_encoder(config: Any, state: dict[str, Any]) -> Any:
     tiny_vit = official_tiny_vit_class()
     with contextlib.redirect_stdout(io.StringIO()):  # it prints its learning-rate scales
         encoder = tiny_vit(
-            img_size=1024, num_classes=1000, embed_dims=list(config.embed_dims),
-            depths=list(config.depths), num_heads=list(config.num_heads),
-            window_sizes=list(config.window_sizes), drop_path_rate=0.0, layer_lr_decay=0.8,
+            img_size=1024,
+            num_classes=1000,
+            embed_dims=list(config.embed_dims),
+            depths=list(config.depths),
+            num_heads=list(config.num_heads),
+            window_sizes=list(config.window_sizes),
+            drop_path_rate=0.0,
+            layer_lr_decay=0.8,
         )
     encoder.load_state_dict(state, strict=True)
     return encoder.eval()
@@ -60,7 +65,9 @@ def test_checkpoint_without_the_unused_head_loads(tmp_path: Any) -> None:
     # The classifier head (norm_head, head) is in the official checkpoint but never runs;
     # a checkpoint stripped of it exports the same encoder.
     sam = build_sam("mobile_sam_tiny_test", seed=0)
-    state = {k: v for k, v in sam.state_dict().items() if ".head." not in k and "norm_head" not in k}
+    state = {
+        k: v for k, v in sam.state_dict().items() if ".head." not in k and "norm_head" not in k
+    }
     assert len(state) < len(sam.state_dict())
     path = tmp_path / "stripped.pt"
     torch.save(state, path)
@@ -97,14 +104,17 @@ def test_embedding_matches_official(mobile_pair: Pair) -> None:
 @pytest.mark.parametrize("multimask_output", [True, False])
 def test_point(mobile_pair: Pair, multimask_output: bool) -> None:
     (masks, _, _), _ = mobile_pair.compare(
-        point_coords=np.array([[500.0, 375.0]]), point_labels=np.array([1]),
+        point_coords=np.array([[500.0, 375.0]]),
+        point_labels=np.array([1]),
         multimask_output=multimask_output,
     )
     assert masks.shape == (3 if multimask_output else 1, 1200, 1800)
 
 
 def test_foreground_and_background_points(mobile_pair: Pair) -> None:
-    mobile_pair.compare(point_coords=np.array([[500, 375], [1125, 625]]), point_labels=np.array([1, 0]))
+    mobile_pair.compare(
+        point_coords=np.array([[500, 375], [1125, 625]]), point_labels=np.array([1, 0])
+    )
 
 
 def test_box(mobile_pair: Pair) -> None:
@@ -113,7 +123,9 @@ def test_box(mobile_pair: Pair) -> None:
 
 def test_box_and_points(mobile_pair: Pair) -> None:
     mobile_pair.compare(
-        point_coords=np.array([[575, 750]]), point_labels=np.array([0]), box=np.array([425, 600, 700, 875])
+        point_coords=np.array([[575, 750]]),
+        point_labels=np.array([0]),
+        box=np.array([425, 600, 700, 875]),
     )
 
 

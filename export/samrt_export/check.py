@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 from samrt import contract
+from samrt.backends.onnxruntime import quiet_session_options
 
 from . import fp16
 from ._deps import onnx, torch
@@ -473,7 +474,7 @@ def _prompt_count(prompt: Prompt) -> int:
 
 
 def _session(path: Path, *, optimize: bool = True) -> ort.InferenceSession:
-    options = ort.SessionOptions()
+    options = quiet_session_options()
     if not optimize:
         # Graph rewrites (fusions, cast elimination) could skip the twins' rounding casts.
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL

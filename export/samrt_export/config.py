@@ -1,8 +1,9 @@
-"""SAM architectures the exporter builds: the official three and arbitrary encoder configs.
+"""SAM architectures the exporter builds: the official ViT three, MobileSAM, and test configs.
 
 Torch-free so that the CLI can parse its arguments (and fail politely) without PyTorch.
-Only the image encoder varies: the prompt encoder and mask decoder keep their official
-sizes, since the engine contract fixes their 256-channel, 64x64 interface.
+Only the image encoder varies (a ViT, or MobileSAM's TinyViT): the prompt encoder and mask
+decoder keep their official sizes, since the engine contract fixes their 256-channel,
+64x64 interface. SAM 2.1's configs are the official package's yaml files, named below.
 """
 
 from __future__ import annotations

@@ -14,9 +14,15 @@ from typing import Any
 from samrt import contract
 from samrt._atomic import atomic_writer
 
-from ._deps import segment_anything, torch
 from . import tinyvit
-from .config import OFFICIAL_CONFIGS, EncoderConfig, SamConfig, TinyViTConfig, resolve_config
+from ._deps import segment_anything, torch
+from .config import (
+    OFFICIAL_CONFIGS,
+    SAM2_MODEL_TYPES,
+    EncoderConfig,
+    TinyViTConfig,
+    resolve_config,
+)
 from .errors import ExportError
 
 # The official init leaves the encoder's absolute and relative position tables at zero,
@@ -70,7 +76,14 @@ def build_sam(
 def save_random_checkpoint(
     config: str | EncoderConfig | Mapping[str, Any], seed: int, path: str | os.PathLike[str]
 ) -> Path:
-    """Saves the seeded random SAM's state dict where the official build path can load it."""
+    """Saves the seeded random SAM's state dict where the official build path can load it.
+
+    A SAM 2.1 model type (config.SAM2_MODEL_TYPES) is saved in sam2's checkpoint format by
+    :func:`samrt_export.sam2.save_random_sam2_checkpoint`, as export_engine dispatches it."""
+    if isinstance(config, str) and config in SAM2_MODEL_TYPES:
+        from .sam2 import save_random_sam2_checkpoint
+
+        return save_random_sam2_checkpoint(config, seed, path)
     sam = build_sam(config, seed=seed)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

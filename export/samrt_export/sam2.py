@@ -244,8 +244,11 @@ def _decoder_example(features: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, 
 
 def _session(path: Path) -> Any:
     import onnxruntime
+    from samrt.backends.onnxruntime import quiet_session_options
 
-    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(
+        str(path), quiet_session_options(), providers=["CPUExecutionProvider"]
+    )
 
 
 def _rel_diff(ours: np.ndarray, theirs: np.ndarray) -> float:

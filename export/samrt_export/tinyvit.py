@@ -45,7 +45,9 @@ class ConvBN(nn.Module):
     """A bias-free convolution then BatchNorm (checkpoint names ``c`` and ``bn``); padding
     keeps the size at stride 1, as every TinyViT convolution does."""
 
-    def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1) -> None:
+    def __init__(
+        self, cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1
+    ) -> None:
         super().__init__()
         self.c = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(cout)
@@ -59,7 +61,9 @@ class PatchEmbed(nn.Module):
     def __init__(self, width: int) -> None:
         super().__init__()
         # Named seq.0 / seq.2 in the checkpoint (seq.1 is the parameter-free GELU).
-        self.seq = nn.Sequential(ConvBN(3, width // 2, 3, 2), nn.GELU(), ConvBN(width // 2, width, 3, 2))
+        self.seq = nn.Sequential(
+            ConvBN(3, width // 2, 3, 2), nn.GELU(), ConvBN(width // 2, width, 3, 2)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.seq(x)
@@ -153,7 +157,13 @@ class TinyViTBlock(nn.Module):
     """Windowed attention, depthwise convolution, MLP; tokens [B, H * W, C] in and out."""
 
     def __init__(
-        self, width: int, resolution: int, heads: int, window: int, mlp_ratio: float, local_conv: int
+        self,
+        width: int,
+        resolution: int,
+        heads: int,
+        window: int,
+        mlp_ratio: float,
+        local_conv: int,
     ) -> None:
         super().__init__()
         if width % heads:
@@ -224,8 +234,12 @@ class TinyViT(nn.Module):
             else:
                 blocks = [
                     TinyViTBlock(
-                        width, resolution, config.num_heads[i], config.window_sizes[i],
-                        config.mlp_ratio, config.local_conv_size,
+                        width,
+                        resolution,
+                        config.num_heads[i],
+                        config.window_sizes[i],
+                        config.mlp_ratio,
+                        config.local_conv_size,
                     )
                     for _ in range(config.depths[i])
                 ]

@@ -86,6 +86,14 @@ GPU_DECODER_PROMPTS_PER_RUN = 256
 _ORT_LOG_ERRORS_ONLY = 3
 
 
+def quiet_session_options() -> Any:
+    """ONNX Runtime SessionOptions whose own log lines are limited to errors; every session
+    samrt makes (the backends', and the exporter's checks) starts from these."""
+    options = _import_ort().SessionOptions()
+    options.log_severity_level = _ORT_LOG_ERRORS_ONLY
+    return options
+
+
 
 class OnnxRuntimeBackend(Backend):
     """The graphs of an engine directory in ONNX Runtime sessions sharing one provider list.
@@ -116,9 +124,8 @@ class OnnxRuntimeBackend(Backend):
                 f"(available: {', '.join(ort.get_available_providers())}); for CUDA install "
                 "onnxruntime-gpu built for your CUDA version"
             )
-        options = ort.SessionOptions()
+        options = quiet_session_options()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = _ORT_LOG_ERRORS_ONLY
         if intra_op_num_threads is not None:
             options.intra_op_num_threads = intra_op_num_threads
         if providers[0] == CPU:
