@@ -14,6 +14,7 @@ import ctypes
 import hashlib
 import importlib.util
 import logging
+import shutil
 import subprocess
 import sys
 import threading
@@ -521,7 +522,9 @@ class _EmulatedEngine:
 
         self.role = role
         self.device = device
-        self.inputs, self.outputs = contract.GRAPH_IO[role]
+        # The tensors of its source graph, as the manifest lists them (whatever the family).
+        self.inputs = tuple(t.name for t in model.inputs)
+        self.outputs = tuple(t.name for t in model.outputs)
         self.specs = {t.name: t for t in (*model.inputs, *model.outputs)}
         self.profile = profile
         self.half = half
@@ -955,9 +958,12 @@ def test_build_without_tensorrt(engine_dir: Path, monkeypatch: pytest.MonkeyPatc
         build_engines(engine_dir, precision="fp16")
     assert main([str(engine_dir), "--role", DECODER_MASKS, "--max-points", "0"]) == 1
     with pytest.raises(ValueError, match="roles must be some of"):
-        build_engines(engine_dir, roles=("decoder",))
+        build_engines(engine_dir, roles=("mask_decoder",))
     with pytest.raises(SystemExit):
-        main([str(engine_dir), "--role", "decoder"])
+        main([str(engine_dir), "--role", "mask_decoder"])
+    # SAM 2.1's decoder is a role, but not one of this SAM engine directory's graphs.
+    with pytest.raises(EngineDirError, match="no fp32 decoder"):
+        build_engines(engine_dir, roles=(contract.SAM2_DECODER,))
     # Profiles come from the manifest before TensorRT is needed: a dimension without a range
     # is refused first.
     manifest = load_manifest(engine_dir)
@@ -1068,7 +1074,7 @@ def _emulate(
     monkeypatch.setattr(trt_backend, "require_cuda", lambda: device)
     manifest = load_manifest(engine_dir)
     records = {}
-    for role in contract.ROLES:
+    for role in manifest.variants["fp32"]:
         payload = _EMULATED + role.encode()
         record = _fake_engine(engine_dir, manifest, role, H100, payload, limits=limits)
         records[record.file] = record
@@ -1714,3 +1720,55 @@ def test_gpu_concurrent_calls_agree(built_dir: Path) -> None:
         _check_threads_agree(ours)
     with pytest.raises(trt_backend.BackendClosedError):
         ours.from_numpy(np.zeros(1, np.float32))
+
+
+def test_emulated_backend_runs_a_sam2_engine_as_onnxruntime_does(
+    tiny_sam2_model: Any,
+    tmp_path: Path,
+    fake_machine: _FakeTensorRT,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Bug: the backend and `samrt build` knew only the SAM family's four graphs (the engines'
+    # tensors were checked against SAM's contract), so a SAM 2.1 engine directory, with its
+    # encoder of three outputs and its one decoder, could not be built or run on TensorRT.
+    engine_dir = tmp_path / "engine"
+    shutil.copytree(tiny_sam2_model.engine_dir, engine_dir)
+    _emulate(engine_dir, fake_machine, monkeypatch)
+    ours = samrt.Predictor(engine_dir, "tensorrt")
+    assert ours.model.backend_name.startswith("tensorrt 10.13.0.35")
+    assert ours.model.backend.prompts_per_run == SMALL.max_prompts
+    reference = samrt.Predictor(engine_dir, "onnxruntime-cpu")
+    image = np.random.default_rng(0).integers(0, 256, (120, 160, 3), np.uint8)
+    for predictor in (ours, reference):
+        predictor.set_image(image)
+    prompts: list[dict[str, Any]] = [
+        {"point_coords": np.array([[40, 50]]), "point_labels": np.array([1])},
+        {
+            "point_coords": np.array([[40, 50], [100, 90]]),
+            "point_labels": np.array([1, 0]),
+            "multimask_output": False,
+        },
+        {"box": np.array([10, 20, 120, 100])},
+    ]
+    for kwargs in prompts:
+        got, want = ours.predict(**kwargs), reference.predict(**kwargs)
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-5)  # scores
+        np.testing.assert_allclose(got[2], want[2], rtol=1e-4, atol=1e-4)  # low-res logits
+        assert (got[0] == want[0]).mean() > 0.999
+    # A generator batch of 16 prompts runs in parts of the engine's 8.
+    generated = samrt.AutomaticMaskGenerator(
+        ours, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0
+    ).generate(image)
+    expected = samrt.AutomaticMaskGenerator(
+        reference, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0
+    ).generate(image)
+    assert len(generated) == len(expected) > 0
+    for a, b in zip(generated, expected, strict=True):
+        assert a["bbox"] == b["bbox"]
+        assert abs(a["predicted_iou"] - b["predicted_iou"]) < 1e-5
+    # samrt build takes the family's graphs by default: profiles for both, then TensorRT.
+    from samrt.trt_build import build_engines
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(BackendUnavailableError, match="pip install tensorrt"):
+        build_engines(engine_dir)

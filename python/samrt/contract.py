@@ -119,3 +119,7 @@ SAM2_DECODER_OUTPUTS: Final = ("iou_predictions", "low_res_masks", "object_score
 # are upsampled from the unclamped ones).
 SAM2_LOGIT_CLAMP: Final = 32.0
 SAM2_GRAPH_FILES: Final = {ENCODER: SAM2_ENCODER_FILE, SAM2_DECODER: SAM2_DECODER_FILE}
+
+# Every role of every family, for what names graphs without knowing the family (the
+# TensorRT engines' file names, `samrt build --role`); a graph's I/O is its manifest's.
+ALL_ROLES: Final = tuple(dict.fromkeys((*ROLES, *SAM2_ROLES)))

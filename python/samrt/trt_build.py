@@ -82,15 +82,15 @@ def build_engines(
     precision: str = "fp32",
     workspace_gib: float = DEFAULT_WORKSPACE_GIB,
     limits: ProfileLimits = DEFAULT_LIMITS,
-    roles: Sequence[str] = contract.ROLES,
+    roles: Sequence[str] | None = None,
     device: int = 0,
     force: bool = False,
     optimization_level: int | None = None,
     tf32: bool = False,
 ) -> list[Path]:
     """Builds (or keeps, when already built from the same ONNX for this GPU and TensorRT)
-    the TensorRT engines of ``roles`` from the manifest's ``precision`` variant; returns
-    their paths. ``force`` rebuilds up-to-date engines too. ``tf32`` lets fp32 layers use
+    the TensorRT engines of ``roles`` (default: every graph of the manifest's ``precision``
+    variant, whatever the model family) from that variant; returns their paths. ``force`` rebuilds up-to-date engines too. ``tf32`` lets fp32 layers use
     TF32 tensor cores (faster; off by default so that an fp32 engine computes in fp32).
 
     Raises EngineDirError for a bad engine directory, BackendUnavailableError when
@@ -99,10 +99,14 @@ def build_engines(
     root = Path(engine_dir)
     if workspace_gib <= 0:
         raise ValueError(f"workspace_gib must be positive, got {workspace_gib}")
-    unknown = [r for r in roles if r not in contract.ROLES]
-    if unknown or not roles:
-        raise ValueError(f"roles must be some of {contract.ROLES}, got {list(roles)}")
+    if roles is not None:
+        unknown = [r for r in roles if r not in contract.ALL_ROLES]
+        if unknown or not roles:
+            raise ValueError(f"roles must be some of {contract.ALL_ROLES}, got {list(roles)}")
     manifest = load_manifest(root, verify=True, precisions=(precision,))
+    if roles is None:
+        manifest.model(contract.ENCODER, precision)  # every family has one: names a missing variant
+        roles = tuple(manifest.variants[precision])
     # EngineDirError naming the fix when a graph is absent; ValueError for a dimension
     # without a range, before TensorRT is even imported.
     profiles = {
@@ -353,9 +357,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--role",
-        choices=contract.ROLES,
+        choices=contract.ALL_ROLES,
         action="append",
-        help="build only this graph (repeatable; default: every graph)",
+        help="build only this graph (repeatable; default: every graph of the engine directory)",
     )
     parser.add_argument(
         "--max-batch", type=int, default=ProfileLimits.max_batch, help="images per encoder call"
@@ -403,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             precision=args.precision,
             workspace_gib=args.workspace_gib,
             limits=limits,
-            roles=tuple(args.role or contract.ROLES),
+            roles=tuple(args.role) if args.role else None,
             device=args.device,
             force=args.force,
             optimization_level=args.optimization_level,

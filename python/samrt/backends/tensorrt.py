@@ -366,8 +366,8 @@ def _short_version(tensorrt_version: str) -> str:
 def engine_file_name(role: str, precision: str, gpu: GpuInfo, tensorrt_version: str) -> str:
     """E.g. ``encoder.fp32.NVIDIA_H100_80GB_HBM3.sm90.trt10.13.0.engine``: one directory can
     hold the engines of several machines side by side."""
-    if role not in contract.ROLES:
-        raise ValueError(f"role must be one of {contract.ROLES}, got {role!r}")
+    if role not in contract.ALL_ROLES:
+        raise ValueError(f"role must be one of {contract.ALL_ROLES}, got {role!r}")
     return (
         f"{role}.{_sanitize(precision)}.{_sanitize(gpu.name)}.{gpu.sm}"
         f".trt{_short_version(tensorrt_version)}{ENGINE_SUFFIX}"
@@ -862,8 +862,8 @@ class TensorRTBackend(Backend):
         if max_contexts < 1:
             raise ValueError(f"max_contexts must be at least 1, got {max_contexts}")
         roles = tuple(roles)
-        if not roles or any(role not in contract.GRAPH_IO for role in roles):
-            raise ValueError(f"roles must be some of {contract.ROLES}, got {list(roles)}")
+        if not roles or any(role not in contract.ALL_ROLES for role in roles):
+            raise ValueError(f"roles must be some of {contract.ALL_ROLES}, got {list(roles)}")
         self._closed = True  # until fully started: close()/__del__ then have nothing to undo
         self._lanes_idle: list[_Lane] = []
         self._lanes_total = 0
@@ -897,8 +897,15 @@ class TensorRTBackend(Backend):
             self._engines[role] = engine
         del blobs
 
+        # The engine must have exactly its source graph's tensors, as the manifest (whose
+        # family decides them) lists them.
         self._io = {
-            role: _engine_io(self._engines[role], found[role][0], *contract.GRAPH_IO[role])
+            role: _engine_io(
+                self._engines[role],
+                found[role][0],
+                tuple(t.name for t in models[role].inputs),
+                tuple(t.name for t in models[role].outputs),
+            )
             for role in roles
         }
         self._inputs = {role: {t.name: t for t in models[role].inputs} for role in roles}
