@@ -134,7 +134,7 @@ install_wheels() {
 # samrt's C++ module and packages, built from this checkout with the project's own build
 # (scikit-build-core, no isolation: the machine has no registry); CMake directly if that fails.
 build_samrt() {
-    local tmp stamp
+    local tmp stamp version numeric
     # A rerun on the same machine keeps the build when the sources are the same.
     stamp=$(cd "$ROOT" && find csrc python/samrt export/samrt_export CMakeLists.txt pyproject.toml \
         -type f -not -name '*.pyc' -not -path '*/__pycache__/*' -not -name '*.so' | sort \
@@ -152,8 +152,13 @@ build_samrt() {
     echo "check.sh: the pip build failed; building with CMake directly"
     tmp="$WORK/cmake-build"
     rm -rf "$SAMRT_SITE"
+    # pyproject.toml's version, the one source (CMakeLists.txt needs both forms).
+    version=$("$PYTHON" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' \
+        "$ROOT/pyproject.toml") || return 1
+    numeric=${version%%[!0-9.]*}  # project(VERSION) takes the release part only: 0.2.0rc1 -> 0.2.0
     cmake -S "$ROOT" -B "$tmp" $(command -v ninja >/dev/null && echo "-G Ninja") -DCMAKE_BUILD_TYPE=Release \
-        -DSKBUILD_PROJECT_NAME=samrt -DSKBUILD_PROJECT_VERSION=0.1.0 \
+        -DSKBUILD_PROJECT_NAME=samrt -DSKBUILD_PROJECT_VERSION="${numeric%.}" \
+        -DSKBUILD_PROJECT_VERSION_FULL="$version" \
         -DPython_EXECUTABLE="$(command -v "$PYTHON")" \
         -Dpybind11_DIR="$("$PYTHON" -m pybind11 --cmakedir)" || return 1
     cmake --build "$tmp" -j "$(nproc)" || return 1
