@@ -129,8 +129,9 @@ def check_kernels() -> None:
         "rle_area disagrees with the masks' pixel counts",
     )
     boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]], dtype=np.float32)
-    keep = batched_nms(boxes, np.array([0.9, 0.8, 0.7], dtype=np.float32),
-                       np.zeros(3, dtype=np.int64), 0.5)
+    keep = batched_nms(
+        boxes, np.array([0.9, 0.8, 0.7], dtype=np.float32), np.zeros(3, dtype=np.int64), 0.5
+    )
     check(np.asarray(keep).tolist() == [0, 2], f"batched_nms kept {keep}, not [0, 2]")
     check(samrt.get_num_threads() >= 1, "the kernels' thread pool has no thread")
     print(f"kernels answer (RLE round trip, NMS; {samrt.get_num_threads()} threads)")
@@ -139,6 +140,7 @@ def check_kernels() -> None:
 def check_engine(engine: Path, image_path: Path) -> None:
     import samrt
     from samrt.imageio import load_image
+    from samrt.masks import decode_rle
 
     info = run_samrt("info", str(engine))
     check("verified" in info, f"samrt info verified no graph:\n{info}")
@@ -151,41 +153,84 @@ def check_engine(engine: Path, image_path: Path) -> None:
     masks, scores, low_res = predictor.predict(
         point_coords=np.array([[width // 2, height // 2]]), point_labels=np.array([1])
     )
-    check(masks.shape == (3, height, width) and masks.dtype == np.bool_,
-          f"predict's masks are {masks.dtype} {masks.shape}, not bool (3, {height}, {width})")
+    check(
+        masks.shape == (3, height, width) and masks.dtype == np.bool_,
+        f"predict's masks are {masks.dtype} {masks.shape}, not bool (3, {height}, {width})",
+    )
     check(scores.shape == (3,) and bool(np.isfinite(scores).all()), f"predict's scores: {scores}")
     check(low_res.shape == (3, 256, 256), f"predict's low-res logits are {low_res.shape}")
-    print(f"predict on {image_path.name} ({width}x{height}) with {predictor.backend_name}: "
-          f"3 masks, scores {np.round(scores, 3).tolist()}")
+    print(
+        f"predict on {image_path.name} ({width}x{height}) with {predictor.backend_name}: "
+        f"3 masks, scores {[round(float(score), 3) for score in scores]}"
+    )
 
-    # Random-weights engines score below the official thresholds: keep every mask.
-    options = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
-    records = samrt.AutomaticMaskGenerator(predictor, **options).generate(image)
-    check(len(records) >= 1, "generate gave no mask with every filter off")
+    # Random-weights engines score below the official thresholds and give overlapping blobs:
+    # every filter off, so each of the 4x4 grid's points keeps its 3 masks (unless one has a
+    # predicted IoU <= 0), and those masks go through the kernels (RLE, boxes, areas).
+    options = {
+        "points_per_side": 4,
+        "pred_iou_thresh": 0.0,
+        "stability_score_thresh": 0.0,
+        "box_nms_thresh": 1.0,
+    }
+    generator = samrt.AutomaticMaskGenerator(predictor, **options)
+    records = generator.generate(image)
+    stats = generator.last_stats
+    check(
+        stats is not None and stats.candidates == 4 * 4 * 3,
+        f"generate had {stats and stats.candidates} candidates, not 48",
+    )
+    check(
+        len(records) >= 1 and len(records) == stats.kept,
+        f"generate gave {len(records)} masks ({stats})",
+    )
     for record in records:
-        check(record["segmentation"].shape == (height, width),
-              f"a record's segmentation is {record['segmentation'].shape}")
+        check(
+            record["segmentation"].shape == (height, width),
+            f"a record's segmentation is {record['segmentation'].shape}",
+        )
         check(record["area"] == int(record["segmentation"].sum()), "a record's area is wrong")
-    print(f"generate: {len(records)} masks")
+    print(f"generate: {len(records)} masks of {stats.candidates} candidates")
 
     with tempfile.TemporaryDirectory() as out:
         flags = [f"--{name.replace('_', '-')}={value}" for name, value in options.items()]
-        run_samrt("segment", str(image_path), "--engine", str(engine), "--out", out, "--quiet",
-                  *flags)
-        written = json.loads((Path(out) / f"{image_path.name}.json").read_text())
-    check(len(written["annotations"]) == len(records),
-          f"samrt segment wrote {len(written['annotations'])} masks, generate gave {len(records)}")
+        run_samrt(
+            "segment", str(image_path), "--engine", str(engine), "--out", out, "--quiet", *flags
+        )
+        written = json.loads((Path(out) / f"{image_path.name}.json").read_text())["annotations"]
+    check(
+        len(written) == len(records),
+        f"samrt segment wrote {len(written)} masks, generate gave {len(records)}",
+    )
+    for ours, theirs in zip(records, written, strict=True):
+        check(
+            theirs["area"] == ours["area"] and theirs["bbox"] == list(ours["bbox"]),
+            f"samrt segment's record {theirs['bbox']} differs from generate's {ours['bbox']}",
+        )
+        check(
+            bool(np.array_equal(decode_rle(theirs["segmentation"]), ours["segmentation"])),
+            "samrt segment wrote a mask that differs from generate's",
+        )
     print(f"samrt segment: the same {len(records)} masks")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pyproject", type=Path, help="the pyproject.toml the wheel was built from")
-    parser.add_argument("--engine", type=Path, help="an engine directory to predict and generate on")
-    parser.add_argument("--image", type=Path, default=SOURCE_TREE / "examples" / "dog.jpg",
-                        help="the photo for --engine")
-    parser.add_argument("--no-compiler", action="store_true",
-                        help="fail if a C or C++ compiler is on PATH")
+    parser.add_argument(
+        "--pyproject", type=Path, help="the pyproject.toml the wheel was built from"
+    )
+    parser.add_argument(
+        "--engine", type=Path, help="an engine directory to predict and generate on"
+    )
+    parser.add_argument(
+        "--image",
+        type=Path,
+        default=SOURCE_TREE / "examples" / "dog.jpg",
+        help="the photo for --engine",
+    )
+    parser.add_argument(
+        "--no-compiler", action="store_true", help="fail if a C or C++ compiler is on PATH"
+    )
     args = parser.parse_args()
     if args.no_compiler:
         check_no_compiler()
@@ -194,7 +239,9 @@ def main() -> None:
     check_kernels()
     if args.engine is not None:
         check_engine(args.engine, args.image)
-    heavy = sorted(name for name in ("torch", "torchvision", "segment_anything") if name in sys.modules)
+    heavy = sorted(
+        name for name in ("torch", "torchvision", "segment_anything") if name in sys.modules
+    )
     check(not heavy, f"the runtime imported {heavy}")
     print(f"wheel_check: samrt {version} OK")
 
