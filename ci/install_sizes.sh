@@ -11,7 +11,9 @@
 # Variants: runtime serve ray export export-cpu (default: all). export takes the torch that
 # ci/constraints.txt pins (the CUDA build, with its nvidia-* libraries); export-cpu first
 # installs a CPU-only torch with $TORCH_CPU_INSTALL (default: PyTorch's CPU index, the
-# README's recipe), then the export extra on top of it.
+# README's recipe), then the export extra on top of it. The line names the torch and
+# torchvision it got: where that index cannot be reached, pip may take others (PyPI's
+# torchvision is a CUDA build, which does not load against a CPU torch: no export).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -56,7 +58,9 @@ measure() {
     fi
     local site torch
     site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
-    torch=$("$venv/bin/python" -c 'import torch; print(f"torch {torch.__version__}")' 2>/dev/null || echo "no torch")
+    torch=$("$venv/bin/python" -c 'import importlib.metadata as m
+print(", ".join(f"{d} {m.version(d)}" for d in ("torch", "torchvision")
+                if any(x.metadata["Name"] == d for x in m.distributions())) or "no torch")')
     printf '%-10s site-packages %5s, install %4.0f s, %s; %s\n' "$variant" \
         "$(du -sh "$site" | cut -f1)" "$seconds" "$torch" "$status"
     du -s "$site"/* 2>/dev/null | sort -rn | head -6 | while read -r kb path; do
