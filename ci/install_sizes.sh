@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 py=${PYTHON:-python3}
-wheel=${1:-$(ls dist/samrt-*-manylinux*.whl | tail -1)}
+wheel=${1:-$(find dist -name 'samrt-*-manylinux*.whl' | sort | tail -1)}
 shift || true
 variants=("$@")
 [ ${#variants[@]} -gt 0 ] || variants=(runtime serve ray export export-cpu)
