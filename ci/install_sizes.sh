@@ -18,7 +18,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 py=${PYTHON:-python3}
-wheel=${1:-$(find dist -name 'samrt-*-manylinux*.whl' | sort | tail -1)}
+abi=$("$py" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
+wheel=${1:-$(find dist -name "samrt-*-$abi-$abi-manylinux*.whl" | sort | tail -1)}
 shift || true
 variants=("$@")
 [ ${#variants[@]} -gt 0 ] || variants=(runtime serve ray export export-cpu)
