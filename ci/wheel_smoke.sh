@@ -5,7 +5,7 @@
 # site-packages, one version everywhere, the kernels, `samrt info`, a predict and everything
 # mode (Python and `samrt segment`) on a tiny engine. The engine is exported by the
 # development venv's samrt (SAMRT_EXPORTER, default .venv/bin/samrt: the wheel's venv has no
-# torch), once: later runs find it up to date. About 40 s.
+# torch), once: later runs find it up to date. 20 to 30 s.
 #
 #   bash ci/wheel_smoke.sh [WHEEL]
 set -euo pipefail
