@@ -371,10 +371,15 @@ def decode_masks(
 ) -> torch.Tensor:
     """The rest of predict_masks: final image tokens [P, 4096, 256] and mask weights
     [P, 4, 32] -> low-res masks [P, 4, 256, 256]."""
-    p, n_tokens, _ = keys.shape
-    side = math.isqrt(n_tokens)
+    return masks_from_upscaled(upscale(mask_decoder, keys), mask_weights)
+
+
+def masks_from_upscaled(upscaled: torch.Tensor, mask_weights: torch.Tensor) -> torch.Tensor:
+    """The hypernetwork product: upscaled image tokens [P, 16 * side^2, 32] in block order
+    (see :func:`upscale`) and mask weights [P, M, 32] -> masks [P, M, 4 side, 4 side]."""
+    p = upscaled.shape[0]
+    side = math.isqrt(upscaled.shape[1] // 16)
     num_masks = mask_weights.shape[1]
-    upscaled = upscale(mask_decoder, keys)  # [P, 65536, 32]
     masks = upscaled @ mask_weights.transpose(1, 2)  # [P, 65536, masks]
     # Block order (row, col, dy1, dx1, dy2, dx2) -> raster (row, dy1, dy2, col, dx1, dx2):
     # a gather of whole pixels (all masks at once), then one plain transpose, is cheaper

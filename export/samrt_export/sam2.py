@@ -9,11 +9,13 @@ an official checkpoint or a seeded random initialization. Two graphs (see samrt.
   embedding as SAM2ImagePredictor.set_image does for a single image.
 * decoder: the prompt encoder written with label arithmetic instead of the official
   Python branches and in-place boolean edits (neither survives export; every value stays
-  bit-identical, see samrt_export.graphs.DecoderPromptsGraph for SAM's twin), then the
-  official ``MaskDecoder.predict_masks`` itself: high-resolution feature fusion, the
-  object-score token and head, all four masks and their IoU predictions. Which masks a
-  caller gets (the multimask three, or the single mask with the stability fallback) is
-  the runtime family's choice, as it is MaskDecoder.forward's.
+  bit-identical, see samrt_export.graphs.DecoderPromptsGraph for SAM's twin), then
+  ``MaskDecoder.predict_masks`` evaluated in samrt_export.decoder's cheaper order (see
+  Sam2DecoderGraph; the export's check compares it with the official predict_masks):
+  high-resolution feature fusion, the object-score token and head, all four masks and
+  their IoU predictions. Which masks a caller gets (the multimask three, or the single
+  mask with the stability fallback) is the runtime family's choice, as it is
+  MaskDecoder.forward's.
 
 ``sam2`` is imported only here, and only when a SAM 2.1 model is asked for.
 """
@@ -21,6 +23,7 @@ an official checkpoint or a seeded random initialization. Two graphs (see samrt.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import tempfile
@@ -36,10 +39,12 @@ from samrt._atomic import atomic_writer
 from samrt.errors import EngineDirError
 from samrt.manifest import Manifest, ModelFile, TensorSpec, load_manifest, sha256_file, write_manifest
 
-from . import graphs
+from . import decoder, graphs
 from ._deps import onnx, torch
 from .config import SAM2_POSTPROCESSING_OVERRIDES, sam2_config
 from .errors import ExportCheckError, ExportError
+
+F = torch.nn.functional
 
 SAM2_INSTALL_HINT = "SAM2_BUILD_CUDA=0 pip install --no-build-isolation sam2  (with torch installed)"
 # Relative to the largest magnitude of the reference output, as for SAM.
@@ -189,12 +194,119 @@ def _bicubic_resize_matrix(size_in: int, size_out: int) -> torch.Tensor:
     return resized[:, 0, :, 0].T.contiguous()
 
 
+def _sparse_embeddings(prompts: Any, point_coords: torch.Tensor, point_labels: torch.Tensor) -> torch.Tensor:
+    """The official prompt encoder's point embeddings [P, N, 256] from label arithmetic."""
+    height, width = prompts.input_image_size
+    # PositionEmbeddingRandom.forward_with_coords: pixel centres, x / W and y / H.
+    normalized = (point_coords + 0.5) / torch.tensor([float(width), float(height)])
+    sparse = prompts.pe_layer._pe_encoding(normalized)
+    labels = point_labels.unsqueeze(-1)
+    padding = labels == contract.LABEL_PADDING
+    sparse = sparse * ~padding + prompts.not_a_point_embed.weight * padding
+    for label, embedding in enumerate(prompts.point_embeddings):
+        sparse = sparse + embedding.weight * (labels == label)
+    return sparse
+
+
 class Sam2DecoderGraph(torch.nn.Module):
     """One image's features + P prompts -> iou_predictions [P,4], low_res_masks
     [P,4,256,256], object_score_logits [P,1]. Points arrive in the 1024 frame, laid out as
     SAM2ImagePredictor lays them out (box corners, labels 2 and 3, first; then the clicks;
     then the padding point, label -1, that the official prompt encoder always appends to
-    points); N = 0 is no point and no box."""
+    points); N = 0 is no point and no box.
+
+    The official MaskDecoder.predict_masks evaluated in samrt_export.decoder's order (SAM 2's
+    two-way transformer is SAM's): the image side of the first layer computed once for the
+    P prompts instead of on P copies of the image, the cross attentions' image-sized
+    projections folded into the prompt tokens, the mask input as a low-rank term, the
+    transposed convolutions as matrix products on channels-last tokens. SAM 2's additions
+    follow the official code: the object-score token ahead of the IoU token, and the two
+    high-resolution feature maps added after each transposed convolution (rearranged once
+    into the tokens' block order). Only float rounding differs from
+    :class:`Sam2ReferenceDecoder`, which the export's check compares it with.
+    """
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.prompt_encoder = model.sam_prompt_encoder
+        self.mask_decoder = model.sam_mask_decoder
+
+    def forward(
+        self,
+        image_embed: torch.Tensor,
+        high_res_feats_0: torch.Tensor,
+        high_res_feats_1: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        prompts, mask_decoder = self.prompt_encoder, self.mask_decoder
+        sparse = _sparse_embeddings(prompts, point_coords, point_labels)
+        count = sparse.shape[0]
+        image_pe = prompts.get_dense_pe()
+        image = decoder.image_side(
+            mask_decoder, image_embed, image_pe, prompts.no_mask_embed.weight.reshape(-1)
+        )
+        mask = decoder.mask_low_rank(prompts, mask_input, has_mask_input)
+        # The output tokens in the official order: object score (SAM 2.1), IoU, masks.
+        first = 1 if mask_decoder.pred_obj_scores else 0
+        learned = [mask_decoder.iou_token.weight, mask_decoder.mask_tokens.weight]
+        if mask_decoder.pred_obj_scores:
+            learned.insert(0, mask_decoder.obj_score_token.weight)
+        output_tokens = torch.cat(learned, dim=0).unsqueeze(0).expand(count, -1, -1)
+        tokens = torch.cat((output_tokens, sparse), dim=1)
+        pe = image_pe.flatten(2).transpose(1, 2)
+        hs, keys = decoder.two_way_transformer(mask_decoder.transformer, image, pe, tokens, mask)
+
+        iou: torch.Tensor = mask_decoder.iou_prediction_head(hs[:, first, :])
+        weights = torch.stack(
+            [mlp(hs[:, first + 1 + i, :]) for i, mlp in enumerate(mask_decoder.output_hypernetworks_mlps)],
+            dim=1,
+        )  # [P, 4, 32]
+        if mask_decoder.pred_obj_scores:
+            object_scores: torch.Tensor = mask_decoder.pred_obj_score_head(hs[:, 0, :])
+        else:
+            object_scores = 10.0 * iou.new_ones(count, 1)  # the official constant
+        upscaled = _upscale_with_high_res(mask_decoder, keys, high_res_feats_0, high_res_feats_1)
+        return iou, decoder.masks_from_upscaled(upscaled, weights), object_scores
+
+
+def _upscale_with_high_res(
+    mask_decoder: Any, keys: torch.Tensor, feats_0: torch.Tensor, feats_1: torch.Tensor
+) -> torch.Tensor:
+    """SAM 2's output upscaling, ``act2(dc2(act1(ln1(dc1(src) + feat_s1))) + feat_s0)``, on
+    channels-last tokens [P, 4096, 256] -> [P, 65536, 32] in samrt_export.decoder.upscale's
+    block order. Each kernel-2 stride-2 transposed convolution is a matrix product giving
+    every input pixel its own 2x2 block; the feature maps are put in that order (once for
+    all the prompts) so that they add to the same pixels: a plain transpose to channels
+    last, then a gather of whole pixels (an 8-d transpose moving single floats took 14 ms
+    of a 50 ms decoder run)."""
+    deconv1, norm, act1, deconv2, act2 = mask_decoder.output_upscaling
+    p = keys.shape[0]
+    side = math.isqrt(keys.shape[1])
+    c1, c0 = feats_1.shape[1], feats_0.shape[1]
+    # The raster pixel of each block position. feat_s1: block (row, col, dy, dx) is pixel
+    # (2 row + dy, 2 col + dx); feat_s0: (row, col, dy1, dx1, dy2, dx2) is pixel
+    # (4 row + 2 dy1 + dy2, 4 col + 2 dx1 + dx2).
+    pixel_1 = torch.arange(4 * side * side).reshape(side, 2, side, 2).permute(0, 2, 1, 3)
+    pixel_0 = torch.arange(16 * side * side).reshape(side, 2, 2, side, 2, 2)
+    pixel_0 = pixel_0.permute(0, 3, 1, 4, 2, 5)
+    blocks_1 = feats_1.flatten(2).transpose(1, 2).index_select(1, pixel_1.reshape(-1))
+    blocks_0 = feats_0.flatten(2).transpose(1, 2).index_select(1, pixel_0.reshape(-1))
+    w1 = deconv1.weight.permute(0, 2, 3, 1).reshape(deconv1.weight.shape[0], -1)
+    x = decoder._linear_2d(keys, w1, deconv1.bias.repeat(4)).reshape(p, -1, c1) + blocks_1
+    x = act1(F.layer_norm(x, norm.weight.shape, norm.weight, norm.bias, norm.eps))
+    w2 = deconv2.weight.permute(0, 2, 3, 1).reshape(deconv2.weight.shape[0], -1)
+    x = decoder._linear_2d(x, w2, deconv2.bias.repeat(4)).reshape(p, -1, c0) + blocks_0
+    upscaled: torch.Tensor = act2(x)
+    return upscaled
+
+
+class Sam2ReferenceDecoder(torch.nn.Module):
+    """The decoder graph's reference: the same inputs and outputs as :class:`Sam2DecoderGraph`,
+    computed by the official ``MaskDecoder.predict_masks`` itself on P copies of the image
+    (the prompt encoding by the label arithmetic above, bit-identical to the official)."""
 
     def __init__(self, model: Any) -> None:
         super().__init__()
@@ -212,15 +324,7 @@ class Sam2DecoderGraph(torch.nn.Module):
         has_mask_input: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         prompts = self.prompt_encoder
-        height, width = prompts.input_image_size
-        # PositionEmbeddingRandom.forward_with_coords: pixel centres, x / W and y / H.
-        normalized = (point_coords + 0.5) / torch.tensor([float(width), float(height)])
-        sparse = prompts.pe_layer._pe_encoding(normalized)
-        labels = point_labels.unsqueeze(-1)
-        padding = labels == contract.LABEL_PADDING
-        sparse = sparse * ~padding + prompts.not_a_point_embed.weight * padding
-        for label, embedding in enumerate(prompts.point_embeddings):
-            sparse = sparse + embedding.weight * (labels == label)
+        sparse = _sparse_embeddings(prompts, point_coords, point_labels)
         use_mask = has_mask_input.reshape(-1, 1, 1, 1)
         no_mask = prompts.no_mask_embed.weight.reshape(1, -1, 1, 1)
         dense = prompts.mask_downscaling(mask_input) * use_mask + no_mask * (1.0 - use_mask)
@@ -348,12 +452,12 @@ def check_graphs(model: Any, staging: Path) -> dict[str, float]:
         )
     features = dict(zip(contract.SAM2_ENCODER_OUTPUTS, theirs, strict=True))
     session = _session(staging / DECODER_SPEC.file)
-    decoder = Sam2DecoderGraph(model)
+    reference = Sam2ReferenceDecoder(model)
     iou_diff = masks_diff = 0.0
     for prompt in check_prompts():
         feeds = {**features, **prompt}
         with torch.no_grad():
-            expected = [t.numpy() for t in decoder(*(torch.from_numpy(feeds[n]) for n in contract.SAM2_DECODER_INPUTS))]
+            expected = [t.numpy() for t in reference(*(torch.from_numpy(feeds[n]) for n in contract.SAM2_DECODER_INPUTS))]
         got = session.run(None, feeds)
         iou_diff = max(iou_diff, _rel_diff(got[0], expected[0]), _rel_diff(got[2], expected[2]))
         masks_diff = max(masks_diff, _rel_diff(got[1], expected[1]))
