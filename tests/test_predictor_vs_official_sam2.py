@@ -91,6 +91,18 @@ def test_encoder_resizes_no_position_embedding_at_run_time(tiny_sam2_model: Any)
     assert not [n.name for n in graph.node if n.op_type == "Resize" and "trunk" in n.name]
 
 
+def test_decoder_graph_is_the_rearranged_one(tiny_sam2_model: Any) -> None:
+    # Speed: the decoder graph does not run the official predict_masks on P copies of the
+    # image (its transposed convolutions are matrix products on tokens, its first layer's
+    # image projections are shared); the parity tests in this file keep its answers.
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.load(str(tiny_sam2_model.engine_dir / contract.SAM2_DECODER_FILE)).graph
+    ops = {n.op_type for n in graph.node}
+    assert "ConvTranspose" not in ops and "Expand" not in {
+        n.op_type for n in graph.node if contract.SAM2_EMBEDDING in n.input
+    }
+
+
 def test_embedding_and_high_res_features_match_official(pair: Pair) -> None:
     theirs = pair.official._features
     ours = pair.ours.get_image_embedding()
