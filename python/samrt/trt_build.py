@@ -90,8 +90,9 @@ def build_engines(
 ) -> list[Path]:
     """Builds (or keeps, when already built from the same ONNX for this GPU and TensorRT)
     the TensorRT engines of ``roles`` (default: every graph of the manifest's ``precision``
-    variant, whatever the model family) from that variant; returns their paths. ``force`` rebuilds up-to-date engines too. ``tf32`` lets fp32 layers use
-    TF32 tensor cores (faster; off by default so that an fp32 engine computes in fp32).
+    variant, whatever the model family) from that variant; returns their paths. ``force``
+    rebuilds up-to-date engines too. ``tf32`` lets fp32 layers use TF32 tensor cores
+    (faster; off by default so that an fp32 engine computes in fp32).
 
     Raises EngineDirError for a bad engine directory, BackendUnavailableError when
     TensorRT, cuda-python or a GPU is missing, EngineBuildError when TensorRT fails.

@@ -94,7 +94,6 @@ def quiet_session_options() -> Any:
     return options
 
 
-
 class OnnxRuntimeBackend(Backend):
     """The graphs of an engine directory in ONNX Runtime sessions sharing one provider list.
 
