@@ -28,6 +28,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,10 @@ def save_random_sam2_checkpoint(model_type: str, seed: int, path: str | os.PathL
 
 class Sam2EncoderGraph(torch.nn.Module):
     """[B,3,1024,1024] normalized image -> image_embed [B,256,64,64] (+ no_mem_embed),
-    high_res_feats_0 [B,32,256,256], high_res_feats_1 [B,64,128,128]."""
+    high_res_feats_0 [B,32,256,256], high_res_feats_1 [B,64,128,128], and what the decoder
+    reads of the image (contract.SAM2_IMAGE_SIDE): the first two-way layer's image side
+    and the high-resolution levels in block order, made once per image rather than in
+    every decoder run."""
 
     def __init__(self, model: Any) -> None:
         super().__init__()
@@ -150,7 +154,30 @@ class Sam2EncoderGraph(torch.nn.Module):
         embed = levels[-1]
         if model.directly_add_no_mem_embed:
             embed = embed + model.no_mem_embed.reshape(1, -1, 1, 1)
-        return embed, levels[0], levels[1]
+        prompts, mask_decoder = model.sam_prompt_encoder, model.sam_mask_decoder
+        side = decoder.image_side(
+            mask_decoder, embed, prompts.get_dense_pe(), prompts.no_mask_embed.weight.reshape(-1)
+        )
+        blocks_0, blocks_1 = _high_res_blocks(levels[0], levels[1])
+        return embed, levels[0], levels[1], side.tokens, side.keys, side.values, side.queries, blocks_0, blocks_1
+
+
+def _high_res_blocks(feats_0: torch.Tensor, feats_1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The high-resolution levels [B,32,256,256] and [B,64,128,128] channels-last in
+    samrt_export.decoder.upscale's block order, [B,65536,32] and [B,16384,64], so that
+    they add to the pixels of the output upscaling's matrix products: a plain transpose to
+    channels last, then a gather of whole pixels (an 8-d transpose moving single floats
+    took 14 ms of a 50 ms decoder run when it was done there)."""
+    side = feats_1.shape[-1] // 2
+    # The raster pixel of each block position. Level 1: block (row, col, dy, dx) is pixel
+    # (2 row + dy, 2 col + dx); level 0: (row, col, dy1, dx1, dy2, dx2) is pixel
+    # (4 row + 2 dy1 + dy2, 4 col + 2 dx1 + dx2).
+    pixel_1 = torch.arange(4 * side * side).reshape(side, 2, side, 2).permute(0, 2, 1, 3)
+    pixel_0 = torch.arange(16 * side * side).reshape(side, 2, 2, side, 2, 2)
+    pixel_0 = pixel_0.permute(0, 3, 1, 4, 2, 5)
+    blocks_1 = feats_1.flatten(2).transpose(1, 2).index_select(1, pixel_1.reshape(-1))
+    blocks_0 = feats_0.flatten(2).transpose(1, 2).index_select(1, pixel_0.reshape(-1))
+    return blocks_0, blocks_1
 
 
 @contextlib.contextmanager
@@ -216,14 +243,14 @@ class Sam2DecoderGraph(torch.nn.Module):
     points); N = 0 is no point and no box.
 
     The official MaskDecoder.predict_masks evaluated in samrt_export.decoder's order (SAM 2's
-    two-way transformer is SAM's): the image side of the first layer computed once for the
-    P prompts instead of on P copies of the image, the cross attentions' image-sized
-    projections folded into the prompt tokens, the mask input as a low-rank term, the
-    transposed convolutions as matrix products on channels-last tokens. SAM 2's additions
-    follow the official code: the object-score token ahead of the IoU token, and the two
-    high-resolution feature maps added after each transposed convolution (rearranged once
-    into the tokens' block order). Only float rounding differs from
-    :class:`Sam2ReferenceDecoder`, which the export's check compares it with.
+    two-way transformer is SAM's): the image side of the first layer made by the encoder
+    graph once per image (instead of on P copies of the image in every run), the cross
+    attentions' image-sized projections folded into the prompt tokens, the mask input as
+    a low-rank term, the transposed convolutions as matrix products on channels-last
+    tokens. SAM 2's additions follow the official code: the object-score token ahead of
+    the IoU token, and the two high-resolution feature maps (in the tokens' block order,
+    from the encoder graph) added after each transposed convolution. Only float rounding
+    differs from :class:`Sam2ReferenceDecoder`, which the export's check compares it with.
     """
 
     def __init__(self, model: Any) -> None:
@@ -233,9 +260,12 @@ class Sam2DecoderGraph(torch.nn.Module):
 
     def forward(
         self,
-        image_embed: torch.Tensor,
-        high_res_feats_0: torch.Tensor,
-        high_res_feats_1: torch.Tensor,
+        image_tokens: torch.Tensor,
+        image_keys: torch.Tensor,
+        image_values: torch.Tensor,
+        image_queries: torch.Tensor,
+        high_res_blocks_0: torch.Tensor,
+        high_res_blocks_1: torch.Tensor,
         point_coords: torch.Tensor,
         point_labels: torch.Tensor,
         mask_input: torch.Tensor,
@@ -245,9 +275,7 @@ class Sam2DecoderGraph(torch.nn.Module):
         sparse = _sparse_embeddings(prompts, point_coords, point_labels)
         count = sparse.shape[0]
         image_pe = prompts.get_dense_pe()
-        image = decoder.image_side(
-            mask_decoder, image_embed, image_pe, prompts.no_mask_embed.weight.reshape(-1)
-        )
+        image = decoder.ImageSide(image_tokens, image_keys, image_values, image_queries)
         mask = decoder.mask_low_rank(prompts, mask_input, has_mask_input)
         # The output tokens in the official order: object score (SAM 2.1), IoU, masks.
         first = 1 if mask_decoder.pred_obj_scores else 0
@@ -268,32 +296,21 @@ class Sam2DecoderGraph(torch.nn.Module):
             object_scores: torch.Tensor = mask_decoder.pred_obj_score_head(hs[:, 0, :])
         else:
             object_scores = 10.0 * iou.new_ones(count, 1)  # the official constant
-        upscaled = _upscale_with_high_res(mask_decoder, keys, high_res_feats_0, high_res_feats_1)
+        upscaled = _upscale_with_high_res(mask_decoder, keys, high_res_blocks_0, high_res_blocks_1)
         return iou, decoder.masks_from_upscaled(upscaled, weights), object_scores
 
 
 def _upscale_with_high_res(
-    mask_decoder: Any, keys: torch.Tensor, feats_0: torch.Tensor, feats_1: torch.Tensor
+    mask_decoder: Any, keys: torch.Tensor, blocks_0: torch.Tensor, blocks_1: torch.Tensor
 ) -> torch.Tensor:
     """SAM 2's output upscaling, ``act2(dc2(act1(ln1(dc1(src) + feat_s1))) + feat_s0)``, on
     channels-last tokens [P, 4096, 256] -> [P, 65536, 32] in samrt_export.decoder.upscale's
     block order. Each kernel-2 stride-2 transposed convolution is a matrix product giving
-    every input pixel its own 2x2 block; the feature maps are put in that order (once for
-    all the prompts) so that they add to the same pixels: a plain transpose to channels
-    last, then a gather of whole pixels (an 8-d transpose moving single floats took 14 ms
-    of a 50 ms decoder run)."""
+    every input pixel its own 2x2 block; the feature maps arrive in that order
+    (:func:`_high_res_blocks`) and add to the same pixels."""
     deconv1, norm, act1, deconv2, act2 = mask_decoder.output_upscaling
     p = keys.shape[0]
-    side = math.isqrt(keys.shape[1])
-    c1, c0 = feats_1.shape[1], feats_0.shape[1]
-    # The raster pixel of each block position. feat_s1: block (row, col, dy, dx) is pixel
-    # (2 row + dy, 2 col + dx); feat_s0: (row, col, dy1, dx1, dy2, dx2) is pixel
-    # (4 row + 2 dy1 + dy2, 4 col + 2 dx1 + dx2).
-    pixel_1 = torch.arange(4 * side * side).reshape(side, 2, side, 2).permute(0, 2, 1, 3)
-    pixel_0 = torch.arange(16 * side * side).reshape(side, 2, 2, side, 2, 2)
-    pixel_0 = pixel_0.permute(0, 3, 1, 4, 2, 5)
-    blocks_1 = feats_1.flatten(2).transpose(1, 2).index_select(1, pixel_1.reshape(-1))
-    blocks_0 = feats_0.flatten(2).transpose(1, 2).index_select(1, pixel_0.reshape(-1))
+    c1, c0 = blocks_1.shape[-1], blocks_0.shape[-1]
     w1 = deconv1.weight.permute(0, 2, 3, 1).reshape(deconv1.weight.shape[0], -1)
     x = decoder._linear_2d(keys, w1, deconv1.bias.repeat(4)).reshape(p, -1, c1) + blocks_1
     x = act1(F.layer_norm(x, norm.weight.shape, norm.weight, norm.bias, norm.eps))
@@ -343,6 +360,16 @@ class Sam2ReferenceDecoder(torch.nn.Module):
 _E = contract.EMBEDDING_DIM
 _G = contract.EMBEDDING_SIZE
 _B, _P, _N = contract.DIM_IMAGES, contract.DIM_PROMPTS, contract.DIM_POINTS
+# What the decoder reads of one image (contract.SAM2_IMAGE_SIDE): SAM's decoder_image
+# outputs, then the high-resolution levels in block order.
+_IMAGE_SIDE = (
+    *graphs.DECODER_IMAGE_OUTPUTS,
+    *(
+        TensorSpec(name, "float32", (1, shape[1] * shape[2], shape[0]))
+        for name, shape in zip(contract.SAM2_HIGH_RES_BLOCKS, contract.SAM2_HIGH_RES_SHAPES, strict=True)
+    ),
+)
+assert tuple(spec.name for spec in _IMAGE_SIDE) == contract.SAM2_IMAGE_SIDE
 ENCODER_SPEC = graphs.GraphSpec(
     contract.SAM2_ENCODER_FILE,
     (TensorSpec(contract.ENCODER_INPUT, "float32", (_B, 3, _SIZE, _SIZE)),),
@@ -352,6 +379,7 @@ ENCODER_SPEC = graphs.GraphSpec(
             TensorSpec(name, "float32", (_B, *shape))
             for name, shape in zip(contract.SAM2_HIGH_RES, contract.SAM2_HIGH_RES_SHAPES, strict=True)
         ),
+        *(replace(spec, shape=(_B, *spec.shape[1:])) for spec in _IMAGE_SIDE),
     ),
 )
 _COORDS, _LABELS, _MASK_INPUT, _HAS_MASK = contract.PROMPT_INPUTS
@@ -359,11 +387,7 @@ _IOU, _MASKS, _OBJECT = contract.SAM2_DECODER_OUTPUTS
 DECODER_SPEC = graphs.GraphSpec(
     contract.SAM2_DECODER_FILE,
     (
-        TensorSpec(contract.SAM2_EMBEDDING, "float32", (1, _E, _G, _G)),
-        *(
-            TensorSpec(name, "float32", (1, *shape))
-            for name, shape in zip(contract.SAM2_HIGH_RES, contract.SAM2_HIGH_RES_SHAPES, strict=True)
-        ),
+        *_IMAGE_SIDE,
         TensorSpec(_COORDS, "float32", (_P, _N, 2)),
         TensorSpec(_LABELS, "float32", (_P, _N)),
         TensorSpec(_MASK_INPUT, "float32", (_P, 1, _LOW, _LOW)),
@@ -453,12 +477,13 @@ def check_graphs(model: Any, staging: Path) -> dict[str, float]:
     features = dict(zip(contract.SAM2_ENCODER_OUTPUTS, theirs, strict=True))
     session = _session(staging / DECODER_SPEC.file)
     reference = Sam2ReferenceDecoder(model)
+    reference_inputs = (contract.SAM2_EMBEDDING, *contract.SAM2_HIGH_RES, *contract.PROMPT_INPUTS)
     iou_diff = masks_diff = 0.0
     for prompt in check_prompts():
         feeds = {**features, **prompt}
         with torch.no_grad():
-            expected = [t.numpy() for t in reference(*(torch.from_numpy(feeds[n]) for n in contract.SAM2_DECODER_INPUTS))]
-        got = session.run(None, feeds)
+            expected = [t.numpy() for t in reference(*(torch.from_numpy(feeds[n]) for n in reference_inputs))]
+        got = session.run(None, {n: feeds[n] for n in contract.SAM2_DECODER_INPUTS})
         iou_diff = max(iou_diff, _rel_diff(got[0], expected[0]), _rel_diff(got[2], expected[2]))
         masks_diff = max(masks_diff, _rel_diff(got[1], expected[1]))
     result["decoder_iou_max_rel_diff"] = iou_diff
@@ -563,7 +588,8 @@ def export_sam2_engine(
             ):
                 if example is None:
                     with torch.no_grad():
-                        example = _decoder_example(tuple(encoder(example_image)))
+                        outputs = dict(zip(contract.SAM2_ENCODER_OUTPUTS, encoder(example_image), strict=True))
+                        example = _decoder_example(tuple(outputs[n] for n in contract.SAM2_IMAGE_SIDE))
                 spec = SPECS[role]
                 extra = graphs.export_graph(
                     module, example, spec, staging, opset=opset, exporter="torchscript", external_data=None

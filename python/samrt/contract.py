@@ -99,7 +99,7 @@ MODEL_TYPES: Final = ("vit_b", "vit_l", "vit_h")
 # -- SAM 2.1 (family "sam2") ---------------------------------------------------------------
 # Two graphs: the encoder (Hiera + FPN neck, with the decoder's 1x1 projections of the two
 # high-resolution levels and no_mem_embed added to the embedding, as SAM2ImagePredictor
-# does) and the decoder (prompt encoder + mask decoder, all four masks and their scores;
+# does; and what the decoder reads of the image, see SAM2_IMAGE_SIDE) and the decoder (prompt encoder + mask decoder, all four masks and their scores;
 # the family picks the multimask three or the single mask, dynamically by stability).
 # The image is resized to IMAGE_SIZE x IMAGE_SIZE (no aspect-preserving pad).
 SAM2_FAMILY: Final = "sam2"
@@ -111,8 +111,14 @@ SAM2_EMBEDDING: Final = "image_embed"
 # [B,32,256,256] and [B,64,128,128]: conv_s0 and conv_s1 of the FPN's two finest levels.
 SAM2_HIGH_RES: Final = ("high_res_feats_0", "high_res_feats_1")
 SAM2_HIGH_RES_SHAPES: Final = ((EMBEDDING_DIM // 8, 256, 256), (EMBEDDING_DIM // 4, 128, 128))
-SAM2_ENCODER_OUTPUTS: Final = (SAM2_EMBEDDING, *SAM2_HIGH_RES)
-SAM2_DECODER_INPUTS: Final = (*SAM2_ENCODER_OUTPUTS, *PROMPT_INPUTS)
+# What the decoder reads of an image, made by the encoder graph once per image: the first
+# two-way layer's image side, as SAM's decoder_image makes it (DECODER_IMAGE_OUTPUTS, [B,
+# 4096,256] and [B,heads,4096,head_dim]), and the two high-resolution levels channels-last
+# in the output upscaling's block order, [B,65536,32] and [B,16384,64].
+SAM2_HIGH_RES_BLOCKS: Final = ("high_res_blocks_0", "high_res_blocks_1")
+SAM2_IMAGE_SIDE: Final = (*DECODER_IMAGE_OUTPUTS, *SAM2_HIGH_RES_BLOCKS)
+SAM2_ENCODER_OUTPUTS: Final = (SAM2_EMBEDDING, *SAM2_HIGH_RES, *SAM2_IMAGE_SIDE)
+SAM2_DECODER_INPUTS: Final = (*SAM2_IMAGE_SIDE, *PROMPT_INPUTS)
 # [P,4] IoU predictions, [P,4,256,256] mask logits, [P,1] object score logits.
 SAM2_DECODER_OUTPUTS: Final = ("iou_predictions", "low_res_masks", "object_score_logits")
 # SAM2ImagePredictor clamps the low-resolution logits it returns to +/- this (the masks

@@ -55,6 +55,14 @@ class Sam2Family(ModelFamily):
         self._mean = (np.asarray(manifest.pixel_mean, np.float64) / 255.0).astype(np.float32)
         self._std = (np.asarray(manifest.pixel_std, np.float64) / 255.0).astype(np.float32)
         self._size = size
+        # The encoder's outputs, and which of them the decoder reads, as the engine directory
+        # has them (an export before the image side moved to the encoder has the embedding
+        # and the two high-resolution levels only, and a decoder that reads those).
+        variant = manifest.variants[manifest.default_precision()]
+        self._encoder_outputs = tuple(t.name for t in variant[contract.ENCODER].outputs)
+        self._decoder_image_inputs = tuple(
+            t.name for t in variant[contract.SAM2_DECODER].inputs if t.name not in contract.PROMPT_INPUTS
+        )
 
     # -- images ------------------------------------------------------------------------------
 
@@ -62,7 +70,7 @@ class Sam2Family(ModelFamily):
         self, backend: Backend, image: npt.NDArray[np.uint8]
     ) -> tuple[dict[str, Tensor], tuple[int, int]]:
         batch = self.preprocess(image)
-        out = backend.run(contract.ENCODER, {contract.ENCODER_INPUT: batch}, contract.SAM2_ENCODER_OUTPUTS)
+        out = backend.run(contract.ENCODER, {contract.ENCODER_INPUT: batch}, self._encoder_outputs)
         del batch
         return dict(out), (self._size, self._size)
 
@@ -112,7 +120,7 @@ class Sam2Family(ModelFamily):
         score_threshold: float | None = None,
     ) -> Decoded:
         inputs = self._prompt_inputs(prompts, original_size)
-        features = {name: image[name] for name in contract.SAM2_ENCODER_OUTPUTS}
+        features = {name: image[name] for name in self._decoder_image_inputs}
         iou_name, masks_name, _ = contract.SAM2_DECODER_OUTPUTS
         n_masks = 3 if multimask_output else 1
         scores = np.empty((prompts.count, n_masks), np.float32)
