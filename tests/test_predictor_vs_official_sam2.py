@@ -264,3 +264,61 @@ def test_mask_choice_matches_official_dynamic_multimask_via_stability(tiny_sam2_
     np.testing.assert_array_equal(chosen, o_masks.numpy())
     stable = [i for i in range(n) if np.array_equal(chosen[i, 0], masks[i, 0])]
     assert 0 < len(stable) < n
+
+
+def test_an_engine_exported_before_the_image_side_moved_still_runs(
+    tiny_sam2_model: Any, truck: np.ndarray, tmp_path: Any
+) -> None:
+    # Engine directories exported before 12-06 have a decoder that reads the embedding and
+    # the two high-resolution levels, and an encoder that outputs only those: the family
+    # takes both lists from the manifest, so such a directory gives the official answers.
+    import dataclasses
+    import shutil
+
+    from samrt.manifest import ModelFile, load_manifest, sha256_file, write_manifest
+    from samrt_export import graphs
+    from samrt_export import sam2 as sam2_export
+
+    engine = tmp_path / "engine"
+    shutil.copytree(tiny_sam2_model.engine_dir, engine)
+    manifest = load_manifest(engine)
+    variant = manifest.variants["fp32"]
+    old_inputs = (contract.SAM2_EMBEDDING, *contract.SAM2_HIGH_RES)
+    encoder = variant[contract.ENCODER]
+    old_encoder_outputs = tuple(t for t in encoder.outputs if t.name in old_inputs)
+    new_decoder = variant[contract.SAM2_DECODER]
+    spec = graphs.GraphSpec(
+        new_decoder.file,
+        (
+            *(dataclasses.replace(t, shape=(1, *t.shape[1:])) for t in old_encoder_outputs),
+            *(t for t in new_decoder.inputs if t.name in contract.PROMPT_INPUTS),
+        ),
+        new_decoder.outputs,
+    )
+    model = tiny_sam2_model.official_model()
+    with torch.no_grad():
+        features = sam2_export.Sam2EncoderGraph(model)(torch.zeros(1, 3, 1024, 1024))[:3]
+    example = sam2_export._decoder_example(tuple(features))
+    (engine / spec.file).unlink()
+    graphs.export_graph(
+        sam2_export.Sam2ReferenceDecoder(model), example, spec, engine,
+        opset=manifest.opset, exporter="torchscript", external_data=None,
+    )
+    old_variant = {
+        contract.ENCODER: dataclasses.replace(encoder, outputs=old_encoder_outputs),
+        contract.SAM2_DECODER: ModelFile(
+            spec.file, sha256_file(engine / spec.file), spec.inputs, spec.outputs, {}
+        ),
+    }
+    write_manifest(engine, dataclasses.replace(manifest, variants={"fp32": old_variant}))
+
+    old = samrt.Predictor(engine, backend="onnxruntime-cpu")
+    old.set_image(truck)
+    assert set(old.image_state.tensors) == set(old_inputs)
+    official = tiny_sam2_model.official_predictor()
+    with torch.no_grad():
+        official.set_image(truck)
+    prompt = {"point_coords": np.array([[500.0, 375.0]]), "point_labels": np.array([1])}
+    with torch.no_grad():
+        theirs = official.predict(**prompt)
+    assert_same_prediction(old.predict(**prompt), theirs, logits=False)
