@@ -99,8 +99,9 @@ MODEL_TYPES: Final = ("vit_b", "vit_l", "vit_h")
 # -- SAM 2.1 (family "sam2") ---------------------------------------------------------------
 # Two graphs: the encoder (Hiera + FPN neck, with the decoder's 1x1 projections of the two
 # high-resolution levels and no_mem_embed added to the embedding, as SAM2ImagePredictor
-# does; and what the decoder reads of the image, see SAM2_IMAGE_SIDE) and the decoder (prompt encoder + mask decoder, all four masks and their scores;
-# the family picks the multimask three or the single mask, dynamically by stability).
+# does; and what the decoder reads of the image, see SAM2_IMAGE_SIDE) and the decoder
+# (prompt encoder + mask decoder, all four masks and their scores; the family picks the
+# multimask three or the single mask, dynamically by stability).
 # The image is resized to IMAGE_SIZE x IMAGE_SIZE (no aspect-preserving pad).
 SAM2_FAMILY: Final = "sam2"
 SAM2_ENCODER_FILE: Final = "sam2_encoder.onnx"

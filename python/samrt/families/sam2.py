@@ -55,14 +55,15 @@ class Sam2Family(ModelFamily):
         self._mean = (np.asarray(manifest.pixel_mean, np.float64) / 255.0).astype(np.float32)
         self._std = (np.asarray(manifest.pixel_std, np.float64) / 255.0).astype(np.float32)
         self._size = size
-        # The encoder's outputs, and which of them the decoder reads, as the engine directory
-        # has them (an export before the image side moved to the encoder has the embedding
-        # and the two high-resolution levels only, and a decoder that reads those).
+        # What the decoder reads of an image, as the engine directory's graphs have it (an
+        # export before the image side moved to the encoder graph has a decoder that reads
+        # the embedding and the two high-resolution levels). An image keeps that and its
+        # embedding, nothing more: the encoder's other outputs are not asked for.
         variant = manifest.variants[manifest.default_precision()]
-        self._encoder_outputs = tuple(t.name for t in variant[contract.ENCODER].outputs)
         self._decoder_image_inputs = tuple(
             t.name for t in variant[contract.SAM2_DECODER].inputs if t.name not in contract.PROMPT_INPUTS
         )
+        self._kept = tuple(dict.fromkeys((contract.SAM2_EMBEDDING, *self._decoder_image_inputs)))
 
     # -- images ------------------------------------------------------------------------------
 
@@ -70,7 +71,7 @@ class Sam2Family(ModelFamily):
         self, backend: Backend, image: npt.NDArray[np.uint8]
     ) -> tuple[dict[str, Tensor], tuple[int, int]]:
         batch = self.preprocess(image)
-        out = backend.run(contract.ENCODER, {contract.ENCODER_INPUT: batch}, self._encoder_outputs)
+        out = backend.run(contract.ENCODER, {contract.ENCODER_INPUT: batch}, self._kept)
         del batch
         return dict(out), (self._size, self._size)
 
