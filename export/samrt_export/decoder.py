@@ -323,18 +323,30 @@ def two_way_transformer(
     return queries, keys
 
 
-def upscale(mask_decoder: Any, keys: torch.Tensor) -> torch.Tensor:
+def upscale(
+    mask_decoder: Any,
+    keys: torch.Tensor,
+    high_res: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """output_upscaling on channels-last tokens [P, 4096, 256] -> [P, 65536, 32], pixels in
-    block order (row, col, dy1, dx1, dy2, dx2): pixel (4 row + 2 dy1 + dy2, 4 col + 2 dx1 + dx2)."""
+    block order (row, col, dy1, dx1, dy2, dx2): pixel (4 row + 2 dy1 + dy2, 4 col + 2 dx1 + dx2).
+
+    With ``high_res`` (SAM 2: its two finest feature levels, [1, 65536, 32] and [1, 16384,
+    64], in that block order), each transposed convolution's output gets its level added,
+    ``act2(dc2(act1(ln1(dc1(src) + feat_s1))) + feat_s0)`` as the official decoder does."""
     deconv1, norm, act1, deconv2, act2 = mask_decoder.output_upscaling
     p = keys.shape[0]
     # A kernel-2 stride-2 transposed convolution gives each input pixel its own 2x2 output
     # block: a [in, (dy, dx, out)] matrix product, then the blocks become pixels.
     w1 = deconv1.weight.permute(0, 2, 3, 1).reshape(deconv1.weight.shape[0], -1)
     x = _linear_2d(keys, w1, deconv1.bias.repeat(4)).reshape(p, -1, deconv1.weight.shape[1])
+    if high_res is not None:
+        x = x + high_res[1]
     x = act1(F.layer_norm(x, norm.weight.shape, norm.weight, norm.bias, norm.eps))
     w2 = deconv2.weight.permute(0, 2, 3, 1).reshape(deconv2.weight.shape[0], -1)
     x = _linear_2d(x, w2, deconv2.bias.repeat(4)).reshape(p, -1, deconv2.weight.shape[1])
+    if high_res is not None:
+        x = x + high_res[0]
     upscaled: torch.Tensor = act2(x)
     return upscaled
 

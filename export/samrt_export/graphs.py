@@ -129,24 +129,34 @@ class DecoderPromptsGraph(torch.nn.Module):
         has_mask_input: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         prompts = self.prompt_encoder
-        height, width = prompts.input_image_size
-        # Shift to the pixel centre, then normalize x by width and y by height, as
-        # PositionEmbeddingRandom.forward_with_coords does.
-        centred = point_coords + 0.5
-        normalized = centred / torch.tensor([float(width), float(height)])
-        sparse = prompts.pe_layer._pe_encoding(normalized)
-        labels = point_labels.unsqueeze(-1)
-        sparse = sparse * (labels != contract.LABEL_PADDING)
-        sparse = sparse + prompts.not_a_point_embed.weight * (labels == contract.LABEL_PADDING)
-        for label in range(prompts.num_point_embeddings):
-            sparse = sparse + prompts.point_embeddings[label].weight * (labels == label)
-
+        sparse = point_embeddings(prompts, point_coords, point_labels)
         mask = decoder.mask_low_rank(prompts, mask_input, has_mask_input)
         image = decoder.ImageSide(image_tokens, image_keys, image_values, image_queries)
         iou, mask_weights, keys = decoder.decode_prompts(
             self.mask_decoder, image, prompts.get_dense_pe(), sparse, mask
         )
         return iou, mask_weights, keys
+
+
+def point_embeddings(
+    prompt_encoder: Any, point_coords: torch.Tensor, point_labels: torch.Tensor
+) -> torch.Tensor:
+    """The official prompt encoder's point embeddings [P, N, 256] for points [P, N, 2] in the
+    model's input frame and their labels [P, N], by label arithmetic (see
+    DecoderPromptsGraph); SAM's and SAM 2's prompt encoders alike."""
+    height, width = prompt_encoder.input_image_size
+    # Shift to the pixel centre, then normalize x by width and y by height, as
+    # PositionEmbeddingRandom.forward_with_coords does.
+    centred = point_coords + 0.5
+    normalized = centred / torch.tensor([float(width), float(height)])
+    sparse = prompt_encoder.pe_layer._pe_encoding(normalized)
+    labels = point_labels.unsqueeze(-1)
+    sparse = sparse * (labels != contract.LABEL_PADDING)
+    sparse = sparse + prompt_encoder.not_a_point_embed.weight * (labels == contract.LABEL_PADDING)
+    for label in range(prompt_encoder.num_point_embeddings):
+        sparse = sparse + prompt_encoder.point_embeddings[label].weight * (labels == label)
+    result: torch.Tensor = sparse
+    return result
 
 
 class DecoderMasksGraph(torch.nn.Module):

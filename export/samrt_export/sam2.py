@@ -23,7 +23,6 @@ an official checkpoint or a seeded random initialization. Two graphs (see samrt.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import shutil
 import tempfile
@@ -44,8 +43,6 @@ from . import decoder, graphs
 from ._deps import onnx, torch
 from .config import SAM2_POSTPROCESSING_OVERRIDES, sam2_config
 from .errors import ExportCheckError, ExportError
-
-F = torch.nn.functional
 
 SAM2_INSTALL_HINT = "SAM2_BUILD_CUDA=0 pip install --no-build-isolation sam2  (with torch installed)"
 # Relative to the largest magnitude of the reference output, as for SAM.
@@ -221,20 +218,6 @@ def _bicubic_resize_matrix(size_in: int, size_out: int) -> torch.Tensor:
     return resized[:, 0, :, 0].T.contiguous()
 
 
-def _sparse_embeddings(prompts: Any, point_coords: torch.Tensor, point_labels: torch.Tensor) -> torch.Tensor:
-    """The official prompt encoder's point embeddings [P, N, 256] from label arithmetic."""
-    height, width = prompts.input_image_size
-    # PositionEmbeddingRandom.forward_with_coords: pixel centres, x / W and y / H.
-    normalized = (point_coords + 0.5) / torch.tensor([float(width), float(height)])
-    sparse = prompts.pe_layer._pe_encoding(normalized)
-    labels = point_labels.unsqueeze(-1)
-    padding = labels == contract.LABEL_PADDING
-    sparse = sparse * ~padding + prompts.not_a_point_embed.weight * padding
-    for label, embedding in enumerate(prompts.point_embeddings):
-        sparse = sparse + embedding.weight * (labels == label)
-    return sparse
-
-
 class Sam2DecoderGraph(torch.nn.Module):
     """One image's features + P prompts -> iou_predictions [P,4], low_res_masks
     [P,4,256,256], object_score_logits [P,1]. Points arrive in the 1024 frame, laid out as
@@ -272,7 +255,7 @@ class Sam2DecoderGraph(torch.nn.Module):
         has_mask_input: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         prompts, mask_decoder = self.prompt_encoder, self.mask_decoder
-        sparse = _sparse_embeddings(prompts, point_coords, point_labels)
+        sparse = graphs.point_embeddings(prompts, point_coords, point_labels)
         count = sparse.shape[0]
         image_pe = prompts.get_dense_pe()
         image = decoder.ImageSide(image_tokens, image_keys, image_values, image_queries)
@@ -296,34 +279,16 @@ class Sam2DecoderGraph(torch.nn.Module):
             object_scores: torch.Tensor = mask_decoder.pred_obj_score_head(hs[:, 0, :])
         else:
             object_scores = 10.0 * iou.new_ones(count, 1)  # the official constant
-        upscaled = _upscale_with_high_res(mask_decoder, keys, high_res_blocks_0, high_res_blocks_1)
+        upscaled = decoder.upscale(mask_decoder, keys, (high_res_blocks_0, high_res_blocks_1))
         return iou, decoder.masks_from_upscaled(upscaled, weights), object_scores
 
 
-def _upscale_with_high_res(
-    mask_decoder: Any, keys: torch.Tensor, blocks_0: torch.Tensor, blocks_1: torch.Tensor
-) -> torch.Tensor:
-    """SAM 2's output upscaling, ``act2(dc2(act1(ln1(dc1(src) + feat_s1))) + feat_s0)``, on
-    channels-last tokens [P, 4096, 256] -> [P, 65536, 32] in samrt_export.decoder.upscale's
-    block order. Each kernel-2 stride-2 transposed convolution is a matrix product giving
-    every input pixel its own 2x2 block; the feature maps arrive in that order
-    (:func:`_high_res_blocks`) and add to the same pixels."""
-    deconv1, norm, act1, deconv2, act2 = mask_decoder.output_upscaling
-    p = keys.shape[0]
-    c1, c0 = blocks_1.shape[-1], blocks_0.shape[-1]
-    w1 = deconv1.weight.permute(0, 2, 3, 1).reshape(deconv1.weight.shape[0], -1)
-    x = decoder._linear_2d(keys, w1, deconv1.bias.repeat(4)).reshape(p, -1, c1) + blocks_1
-    x = act1(F.layer_norm(x, norm.weight.shape, norm.weight, norm.bias, norm.eps))
-    w2 = deconv2.weight.permute(0, 2, 3, 1).reshape(deconv2.weight.shape[0], -1)
-    x = decoder._linear_2d(x, w2, deconv2.bias.repeat(4)).reshape(p, -1, c0) + blocks_0
-    upscaled: torch.Tensor = act2(x)
-    return upscaled
-
-
 class Sam2ReferenceDecoder(torch.nn.Module):
-    """The decoder graph's reference: the same inputs and outputs as :class:`Sam2DecoderGraph`,
-    computed by the official ``MaskDecoder.predict_masks`` itself on P copies of the image
-    (the prompt encoding by the label arithmetic above, bit-identical to the official)."""
+    """The decoder graph's reference: the outputs of :class:`Sam2DecoderGraph` from the
+    image's embedding and high-resolution levels as the official decoder reads them (not the
+    image side the encoder graph makes), computed by the official
+    ``MaskDecoder.predict_masks`` itself on P copies of the image (the prompt encoding by
+    graphs.point_embeddings' label arithmetic, bit-identical to the official)."""
 
     def __init__(self, model: Any) -> None:
         super().__init__()
@@ -341,7 +306,7 @@ class Sam2ReferenceDecoder(torch.nn.Module):
         has_mask_input: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         prompts = self.prompt_encoder
-        sparse = _sparse_embeddings(prompts, point_coords, point_labels)
+        sparse = graphs.point_embeddings(prompts, point_coords, point_labels)
         use_mask = has_mask_input.reshape(-1, 1, 1, 1)
         no_mask = prompts.no_mask_embed.weight.reshape(1, -1, 1, 1)
         dense = prompts.mask_downscaling(mask_input) * use_mask + no_mask * (1.0 - use_mask)
