@@ -44,11 +44,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import ROOT, load_photo, proc_status_mib, random_weights_engine, verdict
+from common import (
+    ROOT,
+    SETTLE_SECONDS,
+    load_average,
+    load_photo,
+    proc_status_mib,
+    random_weights_engine,
+    verdict,
+)
 
 MODELS = ("vit_b", "sam2.1_hiera_tiny", "sam2.1_hiera_small", "mobile_sam")
 IMPLEMENTATIONS = ("official", "samrt")
-SETTLE_SECONDS = 0.1
 # The predict scores of the two must agree this well (the parity tests' tolerance) for
 # the times to compare like with like.
 SCORE_TOLERANCE = 1e-3
@@ -154,11 +161,6 @@ def _measure(predictor: Any, generator: Any, args: argparse.Namespace) -> dict[s
 # -- the parent: prepare, run the children, report ----------------------------------------
 
 
-def _prepare(model_type: str) -> tuple[Path, Path]:
-    """(engine, checkpoint): the seeded random weights, exported by samrt, cached."""
-    return random_weights_engine(model_type, seed=0)
-
-
 def _run_child(
     model_type: str, implementation: str, engine: Path, checkpoint: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -189,10 +191,6 @@ def _run_child(
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _load() -> str:
-    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -220,20 +218,21 @@ def main() -> None:
         f"predict median of {args.predicts}, everything mode at {args.points_per_side}x"
         f"{args.points_per_side} points, once; {os.cpu_count()} CPUs"
     )
-    prepared = {m: _prepare(m) for m in models}
+    # (engine, checkpoint) of each: seeded random weights, exported by samrt, cached.
+    prepared = {m: random_weights_engine(m, seed=0) for m in models}
     results: dict[str, dict[str, dict[str, Any]]] = {}
     disagreements: list[str] = []
     for model_type in models:
         engine, checkpoint = prepared[model_type]
         for implementation in IMPLEMENTATIONS:
-            before = _load()
+            before = load_average()
             result = _run_child(model_type, implementation, engine, checkpoint, args)
             results.setdefault(model_type, {})[implementation] = result
             print(
                 f"  {model_type:20s} {implementation:8s} set_image {result['set_image_s']:7.3f} s  "
                 f"predict {1000 * result['predict_s']:7.1f} ms  everything {result['everything_s']:7.2f} s "
                 f"({result['records']} records)  peak RSS {result['peak_rss_mib']:6.0f} MiB  "
-                f"[{before}; after: {_load()}]",
+                f"[{before}; after: {load_average()}]",
                 flush=True,
             )
 
@@ -266,7 +265,7 @@ def main() -> None:
             results["vit_b"]["samrt"]["set_image_s"] / results["mobile_sam"]["samrt"]["set_image_s"]
         )
         print(f"\nsamrt mobile_sam set_image vs samrt vit_b: {verdict(speedup, 8.0)}")
-    print(_load())
+    print(load_average())
     if disagreements:
         sys.exit(
             "the answers differ, so the times above do not compare like with like:\n  "

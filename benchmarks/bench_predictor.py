@@ -34,7 +34,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from common import CACHE, load_photo, official_sam, verdict, vit_b_engine
+from common import (
+    CACHE,
+    SETTLE_SECONDS,
+    load_average,
+    load_photo,
+    official_sam,
+    verdict,
+    vit_b_engine,
+)
 
 import samrt
 from samrt import transforms
@@ -133,15 +141,6 @@ class PlainExport:
         return masks[0, 1:] > 0.0, scores[0, 1:]
 
 
-# Idle time before each timed call. Thread pools keep spinning for a while after a call
-# returns (torch's OpenMP workers, ONNX Runtime's with its default options, as the plain
-# export runs): without a pause, the next contestant shares the two cores with the
-# previous one's spinning threads (samrt's predict: 40 ms back to back, 32 ms with this
-# rest, on a quiet machine). Clicks come hundreds of milliseconds apart, so each call starts
-# on a machine at rest, as a click does.
-SETTLE_SECONDS = 0.1
-
-
 def alternated(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, tuple[float, float, Any]]:
     """Median wall and process-CPU seconds of each function, and its last result; one call
     of each in turn, after one warm-up call of each, each after SETTLE_SECONDS at rest."""
@@ -161,10 +160,6 @@ def alternated(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, tupl
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
-def load() -> str:
-    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -187,7 +182,7 @@ def main() -> None:
     official = SamPredictor(official_sam(checkpoint))
     plain = PlainExport(plain_dir)
     ours = samrt.Predictor(engine, "onnxruntime-cpu")
-    print(load(), "(before)")
+    print(load_average(), "(before)")
 
     with torch.inference_mode():
         set_times = alternated(
@@ -207,7 +202,7 @@ def main() -> None:
             },
             args.predicts,
         )
-    print(load(), "(after)")
+    print(load_average(), "(after)")
 
     # Agreement first: a fast wrong answer is no result.
     theirs, mine, plains = (predict_times[k][2] for k in ("official", "samrt", "plain"))

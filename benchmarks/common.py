@@ -116,5 +116,19 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+# Idle time before each timed call. Thread pools keep spinning for a while after a call
+# returns (torch's OpenMP workers, ONNX Runtime's with its default options, as the plain
+# export runs): without a pause, the next contestant shares the two cores with the
+# previous one's spinning threads (samrt's predict: 40 ms back to back, 32 ms with this
+# rest, on a quiet machine). Clicks come hundreds of milliseconds apart, so each call starts
+# on a machine at rest, as a click does.
+SETTLE_SECONDS = 0.1
+
+
+def load_average() -> str:
+    """"load average 0.12 0.34 0.56", for every timing a benchmark prints."""
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def verdict(ratio: float, target: float) -> str:
     return f"{ratio:.2f}x (target >= {target}x: {'met' if ratio >= target else 'MISSED'})"
